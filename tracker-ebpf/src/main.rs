@@ -1,0 +1,584 @@
+//! Kernel half of ntlm-affinity: an XDP program (ingress) and a TC program (egress) that share
+//! one parsing core. They tag the TCP flows of tracked endpoints that carry NTLM/Negotiate auth
+//! headers and copy only those segments to userspace. Report mode: every packet passes.
+#![no_std]
+#![no_main]
+
+mod scan;
+
+use aya_ebpf::{
+    bindings::{TC_ACT_OK, xdp_action},
+    helpers::{bpf_ktime_get_ns, generated::bpf_skb_load_bytes, generated::bpf_xdp_load_bytes},
+    macros::{classifier, map, xdp},
+    maps::{Array, LpmTrie, LruHashMap, PerCpuArray, RingBuf, lpm_trie::Key},
+    programs::{TcContext, XdpContext},
+};
+use core::ffi::c_void;
+use tracker_common::{
+    CAPTURE_MAX, Capture, Config, DEFAULT_FLOW_CAPACITY, DEFAULT_RING_BYTES, DIR_EGRESS,
+    DIR_INGRESS, EndpointKey, FLOW_CAPTURING, FLOW_CLOSED, FLOW_MIDSTREAM, FLOW_NTLM_SEEN,
+    FLOW_OPEN, FlowKey, FlowState, MAX_IPV6_EXT_HEADERS, PORT_BACKEND, PORT_FRONTEND, RECORD_CLOSE,
+    RECORD_CONTINUATION, RECORD_MESSAGE, RecordHeader, stat,
+};
+
+#[map]
+static FLOWS: LruHashMap<FlowKey, FlowState> =
+    LruHashMap::with_max_entries(DEFAULT_FLOW_CAPACITY, 0);
+#[map]
+static ENDPOINTS: LpmTrie<EndpointKey, u8> = LpmTrie::with_max_entries(4096, 0);
+/// One byte per TCP port (`PORT_BACKEND` | `PORT_FRONTEND`): an array lookup is inlined by
+/// the verifier, so untracked traffic is rejected before any hash or trie lookup.
+#[map]
+static TRACKED_PORTS: Array<u8> = Array::with_max_entries(65536, 0);
+#[map]
+static CONFIG: Array<Config> = Array::with_max_entries(1, 0);
+#[map]
+static EVENTS: RingBuf = RingBuf::with_byte_size(DEFAULT_RING_BYTES, 0);
+#[map]
+static STATS: PerCpuArray<u64> = PerCpuArray::with_max_entries(stat::COUNT, 0);
+#[map]
+static SCRATCH: PerCpuArray<Capture> = PerCpuArray::with_max_entries(1, 0);
+
+const ETH_HLEN: usize = 14;
+const ETH_P_IP: u16 = 0x0800;
+const ETH_P_IPV6: u16 = 0x86DD;
+const ETH_P_8021Q: u16 = 0x8100;
+const ETH_P_8021AD: u16 = 0x88A8;
+const IPPROTO_TCP: u8 = 6;
+const TCP_FIN: u8 = 0x01;
+const TCP_SYN: u8 = 0x02;
+const TCP_RST: u8 = 0x04;
+
+/// The one thing the parsing core needs from a program type: direct access to the linear
+/// header area and a constant-size copy of payload bytes (which may lie in fragments).
+trait Packet {
+    fn data(&self) -> usize;
+    fn data_end(&self) -> usize;
+    /// Total length of the packet, fragments included.
+    fn total_len(&self) -> u32;
+    fn ifindex(&self) -> u32;
+    /// Copies `len` bytes at `off` into `dst`; `len` must be a constant at each call site.
+    fn load(&self, off: u32, dst: *mut u8, len: u32) -> bool;
+}
+
+impl Packet for XdpContext {
+    #[inline(always)]
+    fn data(&self) -> usize {
+        XdpContext::data(self)
+    }
+    #[inline(always)]
+    fn data_end(&self) -> usize {
+        XdpContext::data_end(self)
+    }
+    #[inline(always)]
+    fn total_len(&self) -> u32 {
+        (XdpContext::data_end(self) - XdpContext::data(self)) as u32
+    }
+    #[inline(always)]
+    fn ifindex(&self) -> u32 {
+        unsafe { (*self.ctx).ingress_ifindex }
+    }
+    #[inline(always)]
+    fn load(&self, off: u32, dst: *mut u8, len: u32) -> bool {
+        unsafe { bpf_xdp_load_bytes(self.ctx, off, dst as *mut c_void, len) == 0 }
+    }
+}
+
+impl Packet for TcContext {
+    #[inline(always)]
+    fn data(&self) -> usize {
+        TcContext::data(self)
+    }
+    #[inline(always)]
+    fn data_end(&self) -> usize {
+        TcContext::data_end(self)
+    }
+    #[inline(always)]
+    fn total_len(&self) -> u32 {
+        TcContext::len(self)
+    }
+    #[inline(always)]
+    fn ifindex(&self) -> u32 {
+        unsafe { (*self.skb.skb).ifindex }
+    }
+    #[inline(always)]
+    fn load(&self, off: u32, dst: *mut u8, len: u32) -> bool {
+        unsafe {
+            bpf_skb_load_bytes(self.skb.skb as *const c_void, off, dst as *mut c_void, len) == 0
+        }
+    }
+}
+
+#[xdp]
+pub fn ntlm_ingress(ctx: XdpContext) -> u32 {
+    // Report mode: whatever the parser concluded, the packet goes on.
+    let _ = track(&ctx, DIR_INGRESS);
+    xdp_action::XDP_PASS
+}
+
+#[classifier]
+pub fn ntlm_egress(ctx: TcContext) -> i32 {
+    let _ = track(&ctx, DIR_EGRESS);
+    TC_ACT_OK as i32
+}
+
+#[inline(always)]
+fn count(idx: u32) {
+    if let Some(c) = STATS.get_ptr_mut(idx) {
+        unsafe { *c += 1 }
+    }
+}
+
+#[inline(always)]
+fn ptr_at<T, P: Packet>(ctx: &P, off: usize) -> Result<*const T, ()> {
+    let start = ctx.data();
+    let end = ctx.data_end();
+    if start + off + core::mem::size_of::<T>() > end {
+        return Err(());
+    }
+    Ok((start + off) as *const T)
+}
+
+#[inline(always)]
+fn read_u8<P: Packet>(ctx: &P, off: usize) -> Result<u8, ()> {
+    ptr_at::<u8, P>(ctx, off).map(|p| unsafe { *p })
+}
+
+#[inline(always)]
+fn read_be16<P: Packet>(ctx: &P, off: usize) -> Result<u16, ()> {
+    ptr_at::<[u8; 2], P>(ctx, off).map(|p| u16::from_be_bytes(unsafe { *p }))
+}
+
+/// Parsed network and transport headers of a TCP segment.
+struct Segment {
+    key: FlowKey,
+    seq: u32,
+    ack: u32,
+    flags: u8,
+    payload_off: u32,
+    payload_len: u32,
+}
+
+/// Counts `stat` and returns `Err` so the caller passes the packet on.
+#[inline(always)]
+fn bail<T>(stat: u32) -> Result<T, ()> {
+    count(stat);
+    Err(())
+}
+
+#[inline(always)]
+fn parse<P: Packet>(ctx: &P) -> Result<Segment, ()> {
+    let mut off = ETH_HLEN;
+    let Ok(mut proto) = read_be16(ctx, 12) else {
+        return bail(stat::NOT_TCP);
+    };
+    // 802.1ad outer tag, then 802.1Q: at most two tags.
+    for _ in 0..2 {
+        if proto == ETH_P_8021Q || proto == ETH_P_8021AD {
+            let Ok(p) = read_be16(ctx, off + 2) else {
+                return bail(stat::PARSE_BAIL);
+            };
+            proto = p;
+            off += 4;
+        }
+    }
+    let mut key = FlowKey::default();
+    let l3_end: usize;
+    let l4: usize;
+    if proto == ETH_P_IP {
+        let Ok(vihl) = read_u8(ctx, off) else {
+            return bail(stat::PARSE_BAIL);
+        };
+        let ihl = ((vihl & 0x0f) as usize) * 4;
+        if vihl >> 4 != 4 || ihl < 20 {
+            return bail(stat::PARSE_BAIL);
+        }
+        // The fixed header must be there; options are skipped by IHL and checked by the TCP read.
+        let Ok(hdr) = ptr_at::<[u8; 20], P>(ctx, off) else {
+            return bail(stat::PARSE_BAIL);
+        };
+        let hdr = unsafe { &*hdr };
+        if hdr[9] != IPPROTO_TCP {
+            return bail(stat::NOT_TCP);
+        }
+        let frag = u16::from_be_bytes([hdr[6], hdr[7]]);
+        if frag & 0x1fff != 0 {
+            return bail(stat::UNSUPPORTED);
+        }
+        let tot_len = u16::from_be_bytes([hdr[2], hdr[3]]) as usize;
+        key.family = 4;
+        key.src_addr[10] = 0xff;
+        key.src_addr[11] = 0xff;
+        key.src_addr[12..16].copy_from_slice(&hdr[12..16]);
+        key.dst_addr[10] = 0xff;
+        key.dst_addr[11] = 0xff;
+        key.dst_addr[12..16].copy_from_slice(&hdr[16..20]);
+        // GSO super-packets may carry tot_len 0 (BIG TCP): then the packet length rules.
+        l3_end = if tot_len == 0 {
+            usize::MAX
+        } else {
+            off + tot_len
+        };
+        if tot_len != 0 && tot_len < ihl {
+            return bail(stat::PARSE_BAIL);
+        }
+        l4 = off + ihl;
+    } else if proto == ETH_P_IPV6 {
+        let Ok(hdr) = ptr_at::<[u8; 40], P>(ctx, off) else {
+            return bail(stat::PARSE_BAIL);
+        };
+        let hdr = unsafe { &*hdr };
+        if hdr[0] >> 4 != 6 {
+            return bail(stat::PARSE_BAIL);
+        }
+        let plen = u16::from_be_bytes([hdr[4], hdr[5]]) as usize;
+        key.family = 6;
+        key.src_addr.copy_from_slice(&hdr[8..24]);
+        key.dst_addr.copy_from_slice(&hdr[24..40]);
+        l3_end = if plen == 0 {
+            usize::MAX
+        } else {
+            off + 40 + plen
+        };
+        let mut next = hdr[6];
+        let mut pos = off + 40;
+        let mut found = false;
+        for _ in 0..MAX_IPV6_EXT_HEADERS + 1 {
+            match next {
+                IPPROTO_TCP => {
+                    found = true;
+                    break;
+                }
+                // Hop-by-hop, routing, destination options: (len + 1) * 8 bytes.
+                0 | 43 | 60 => {
+                    let Ok(ext) = ptr_at::<[u8; 2], P>(ctx, pos) else {
+                        return bail(stat::PARSE_BAIL);
+                    };
+                    let ext = unsafe { *ext };
+                    next = ext[0];
+                    pos += (ext[1] as usize + 1) * 8;
+                }
+                // Fragment header: only a first fragment carries the TCP header.
+                44 => {
+                    let Ok(ext) = ptr_at::<[u8; 8], P>(ctx, pos) else {
+                        return bail(stat::PARSE_BAIL);
+                    };
+                    let ext = unsafe { *ext };
+                    if u16::from_be_bytes([ext[2], ext[3]]) & 0xfff8 != 0 {
+                        return bail(stat::UNSUPPORTED);
+                    }
+                    next = ext[0];
+                    pos += 8;
+                }
+                // Authentication header: (len + 2) * 4 bytes.
+                51 => {
+                    let Ok(ext) = ptr_at::<[u8; 2], P>(ctx, pos) else {
+                        return bail(stat::PARSE_BAIL);
+                    };
+                    let ext = unsafe { *ext };
+                    next = ext[0];
+                    pos += (ext[1] as usize + 2) * 4;
+                }
+                _ => return bail(stat::NOT_TCP),
+            }
+        }
+        if !found {
+            return bail(stat::UNSUPPORTED);
+        }
+        l4 = pos;
+    } else {
+        return bail(stat::NOT_TCP);
+    }
+
+    let Ok(tcp) = ptr_at::<[u8; 20], P>(ctx, l4) else {
+        return bail(stat::PARSE_BAIL);
+    };
+    let tcp = unsafe { &*tcp };
+    key.src_port = u16::from_be_bytes([tcp[0], tcp[1]]);
+    key.dst_port = u16::from_be_bytes([tcp[2], tcp[3]]);
+    let doff = ((tcp[12] >> 4) as usize) * 4;
+    if doff < 20 {
+        return bail(stat::PARSE_BAIL);
+    }
+    let payload_off = l4 + doff;
+    let total = ctx.total_len() as usize;
+    let end = if l3_end < total { l3_end } else { total };
+    if payload_off > end {
+        return bail(stat::PARSE_BAIL);
+    }
+    Ok(Segment {
+        key,
+        seq: u32::from_be_bytes([tcp[4], tcp[5], tcp[6], tcp[7]]),
+        ack: u32::from_be_bytes([tcp[8], tcp[9], tcp[10], tcp[11]]),
+        flags: tcp[13],
+        payload_off: payload_off as u32,
+        payload_len: (end - payload_off) as u32,
+    })
+}
+
+#[inline(always)]
+fn port_bits(port: u16) -> u8 {
+    TRACKED_PORTS.get(port as u32).copied().unwrap_or(0)
+}
+
+#[inline(always)]
+fn is_backend(addr: &[u8; 16], port: u16) -> bool {
+    let key = Key::new(
+        144,
+        EndpointKey {
+            port: port.to_be_bytes(),
+            addr: *addr,
+        },
+    );
+    ENDPOINTS.get(&key).is_some()
+}
+
+#[inline(always)]
+fn is_tracked(key: &FlowKey) -> bool {
+    let sp = port_bits(key.src_port);
+    let dp = port_bits(key.dst_port);
+    if (sp | dp) == 0 {
+        return false;
+    }
+    if (sp | dp) & PORT_FRONTEND != 0 {
+        return true;
+    }
+    (dp & PORT_BACKEND != 0 && is_backend(&key.dst_addr, key.dst_port))
+        || (sp & PORT_BACKEND != 0 && is_backend(&key.src_addr, key.src_port))
+}
+
+#[inline(always)]
+fn track<P: Packet>(ctx: &P, direction: u8) -> Result<(), ()> {
+    count(stat::PACKETS);
+    let seg = parse(ctx)?;
+    if !is_tracked(&seg.key) {
+        return bail(stat::UNTRACKED);
+    }
+    count(stat::TRACKED);
+    let now = unsafe { bpf_ktime_get_ns() };
+    let state = flow_update(&seg, now)?;
+    let state = unsafe { &mut *state };
+
+    if seg.flags & (TCP_FIN | TCP_RST) != 0 {
+        // Reported once per connection (FIN retransmits and the RST after FIN are not).
+        let first_close = state.flags & FLOW_CLOSED == 0;
+        state.flags |= FLOW_CLOSED;
+        if first_close && state.flags & FLOW_NTLM_SEEN != 0 {
+            count(stat::CLOSES);
+            emit_close(ctx, &seg, state, direction, now);
+        }
+    }
+    if seg.payload_len == 0 {
+        return Ok(());
+    }
+
+    let Some(cfg) = CONFIG.get(0) else {
+        return Ok(());
+    };
+    let Some(cap) = SCRATCH.get_ptr_mut(0) else {
+        return Ok(());
+    };
+    let cap = unsafe { &mut *cap };
+
+    let copied = copy_payload(ctx, &seg, cap, cfg.capture_len);
+    if copied == 0 {
+        return bail(stat::LOAD_FAILED);
+    }
+
+    // A segment inside a capture window continues an auth header of an earlier segment.
+    let mut continuation = false;
+    if state.flags & FLOW_CAPTURING != 0 {
+        let rel = seg.seq.wrapping_sub(state.capture_from);
+        let window = state.capture_until.wrapping_sub(state.capture_from);
+        continuation = rel < window;
+        let end = seg.seq.wrapping_add(seg.payload_len);
+        if !continuation || end.wrapping_sub(state.capture_from) >= window {
+            state.flags &= !FLOW_CAPTURING;
+        }
+    }
+
+    count(stat::SCANNED);
+    let found = scan::scan(copied);
+    if found.matched {
+        count(stat::MATCHED);
+        state.flags |= FLOW_NTLM_SEEN;
+        state.messages = state.messages.wrapping_add(1);
+        state.last_token = found.token;
+    }
+    // A cut header name is sent too: the daemon joins it with the segment that follows.
+    if continuation || found.matched || found.partial_name_at_end {
+        let kind = if continuation {
+            count(stat::CONTINUATIONS);
+            RECORD_CONTINUATION
+        } else {
+            RECORD_MESSAGE
+        };
+        fill_header(ctx, cap, &seg, state, direction, now, kind, copied);
+        cap.header.header = found.header;
+        cap.header.scheme = found.scheme;
+        cap.header.token = found.token;
+        cap.header.value_offset = found.value_offset;
+        output(cap, copied);
+    }
+    // The auth header (or its name) runs past this segment: copy what follows, by sequence.
+    if (found.matched && !found.line_complete) || found.partial_name_at_end {
+        let next = seg.seq.wrapping_add(seg.payload_len);
+        state.flags |= FLOW_CAPTURING;
+        state.capture_from = next;
+        state.capture_until = next.wrapping_add(cfg.continuation_bytes);
+    }
+    Ok(())
+}
+
+/// Finds or creates the flow entry; SYN starts a new generation.
+#[inline(always)]
+fn flow_update(seg: &Segment, now: u64) -> Result<*mut FlowState, ()> {
+    if seg.flags & TCP_SYN == 0 {
+        if let Some(s) = FLOWS.get_ptr_mut(&seg.key) {
+            let s = unsafe { &mut *s };
+            s.last_seen_ns = now;
+            // A flow that was closed and is used again without SYN (rare: an evicted LRU
+            // entry being recreated) keeps its generation.
+            return Ok(s as *mut FlowState);
+        }
+    }
+    let mut flags = FLOW_OPEN;
+    if seg.flags & TCP_SYN == 0 {
+        flags |= FLOW_MIDSTREAM;
+        count(stat::FLOW_MIDSTREAM);
+    } else {
+        count(stat::FLOW_NEW);
+    }
+    let fresh = FlowState {
+        generation: now,
+        last_seen_ns: now,
+        flags,
+        ..FlowState::default()
+    };
+    if FLOWS.insert(&seg.key, &fresh, 0).is_err() {
+        return bail(stat::FLOW_UPDATE_FAILED);
+    }
+    match FLOWS.get_ptr_mut(&seg.key) {
+        Some(s) => Ok(s),
+        None => bail(stat::FLOW_UPDATE_FAILED),
+    }
+}
+
+/// Copies up to `limit` payload bytes into the scratch buffer with one helper call. The
+/// length is variable but provably within [1, CAPTURE_MAX], which is what the verifier needs.
+#[inline(always)]
+fn copy_payload<P: Packet>(ctx: &P, seg: &Segment, cap: &mut Capture, limit: u32) -> u32 {
+    let mut want = seg.payload_len;
+    let max = if limit < CAPTURE_MAX as u32 {
+        limit
+    } else {
+        CAPTURE_MAX as u32
+    };
+    if want > max {
+        count(stat::CAPTURE_TRUNCATED);
+        want = max;
+    }
+    if want == 0 {
+        return 0;
+    }
+    let n = ((want - 1) & (CAPTURE_MAX as u32 - 1)) + 1;
+    if ctx.load(seg.payload_off, cap.data.as_mut_ptr(), n) {
+        n
+    } else {
+        0
+    }
+}
+
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn fill_header<P: Packet>(
+    ctx: &P,
+    cap: &mut Capture,
+    seg: &Segment,
+    state: &FlowState,
+    direction: u8,
+    now: u64,
+    kind: u8,
+    copied: u32,
+) {
+    cap.header = RecordHeader {
+        timestamp_ns: now,
+        generation: state.generation,
+        key: seg.key,
+        seq: seg.seq,
+        ack: seg.ack,
+        ifindex: ctx.ifindex(),
+        payload_len: seg.payload_len,
+        captured_len: copied as u16,
+        value_offset: 0,
+        kind,
+        direction,
+        header: 0,
+        scheme: 0,
+        token: 0,
+        tcp_flags: seg.flags,
+        _pad: [0; 6],
+    };
+}
+
+#[inline(always)]
+fn output(cap: &Capture, copied: u32) {
+    let len = (core::mem::size_of::<RecordHeader>() as u32
+        + (copied & (2 * CAPTURE_MAX as u32 - 1))) as u64;
+    let len = if len > core::mem::size_of::<Capture>() as u64 {
+        core::mem::size_of::<Capture>() as u64
+    } else {
+        len
+    };
+    let ret = unsafe {
+        aya_ebpf::helpers::generated::bpf_ringbuf_output(
+            &EVENTS as *const RingBuf as *mut c_void,
+            cap as *const Capture as *mut c_void,
+            len,
+            0,
+        )
+    };
+    if ret < 0 {
+        count(stat::RINGBUF_FULL);
+    } else {
+        count(stat::EVENTS);
+    }
+}
+
+#[inline(always)]
+fn emit_close<P: Packet>(ctx: &P, seg: &Segment, state: &FlowState, direction: u8, now: u64) {
+    let Some(mut entry) = EVENTS.reserve::<RecordHeader>(0) else {
+        count(stat::RINGBUF_FULL);
+        return;
+    };
+    entry.write(RecordHeader {
+        timestamp_ns: now,
+        generation: state.generation,
+        key: seg.key,
+        seq: seg.seq,
+        ack: seg.ack,
+        ifindex: ctx.ifindex(),
+        payload_len: seg.payload_len,
+        captured_len: 0,
+        value_offset: 0,
+        kind: RECORD_CLOSE,
+        direction,
+        header: 0,
+        scheme: 0,
+        token: 0,
+        tcp_flags: seg.flags,
+        _pad: [0; 6],
+    });
+    entry.submit(0);
+    count(stat::EVENTS);
+}
+
+#[cfg(not(test))]
+#[panic_handler]
+fn panic(_info: &core::panic::PanicInfo) -> ! {
+    loop {}
+}
+
+#[unsafe(link_section = "license")]
+#[unsafe(no_mangle)]
+static LICENSE: [u8; 13] = *b"Dual MIT/GPL\0";

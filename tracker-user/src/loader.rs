@@ -1,0 +1,296 @@
+//! Loads the embedded eBPF object, fills its configuration maps and attaches the programs:
+//! XDP on ingress, TC (tcx, or clsact on kernels before 6.6) on egress. Everything attached
+//! is owned by [`Tracker`]: dropping it detaches every program, so an error half-way leaves
+//! nothing behind.
+
+use std::{collections::HashMap, io};
+
+use anyhow::{Context as _, anyhow, bail};
+use aya::{
+    Ebpf, EbpfLoader,
+    maps::{Array, LpmTrie, MapData, PerCpuArray, RingBuf, lpm_trie::Key},
+    programs::{
+        ProgramError, SchedClassifier, TcAttachType, Xdp, XdpMode,
+        tc::{self, TcError},
+        xdp::XdpError,
+    },
+    util::KernelVersion,
+};
+use tracker_common::{
+    CAPTURE_MAX, Config, DEFAULT_CONTINUATION_BYTES, DEFAULT_FLOW_CAPACITY, DEFAULT_RING_BYTES,
+    EndpointKey, PORT_BACKEND, PORT_FRONTEND, stat,
+};
+
+use crate::{check, endpoint::Backend};
+
+pub const XDP_PROGRAM: &str = "ntlm_ingress";
+pub const TC_PROGRAM: &str = "ntlm_egress";
+
+/// The eBPF object built by build.rs, embedded so the daemon is one self-contained binary.
+pub fn ebpf_object() -> &'static [u8] {
+    aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/tracker-ebpf"))
+}
+
+#[derive(Clone, Debug)]
+pub struct TrackerConfig {
+    pub backends: Vec<Backend>,
+    pub frontend_ports: Vec<u16>,
+    pub flow_capacity: u32,
+    pub ring_bytes: u32,
+    pub capture_len: u32,
+    pub continuation_bytes: u32,
+    pub xdp_mode: XdpMode,
+}
+
+impl Default for TrackerConfig {
+    fn default() -> Self {
+        Self {
+            backends: Vec::new(),
+            frontend_ports: Vec::new(),
+            flow_capacity: DEFAULT_FLOW_CAPACITY,
+            ring_bytes: DEFAULT_RING_BYTES,
+            capture_len: CAPTURE_MAX as u32,
+            continuation_bytes: DEFAULT_CONTINUATION_BYTES,
+            xdp_mode: XdpMode::Default,
+        }
+    }
+}
+
+impl TrackerConfig {
+    pub fn validate(&self) -> anyhow::Result<()> {
+        if self.backends.is_empty() && self.frontend_ports.is_empty() {
+            bail!(
+                "nothing to track: give at least one --backend CIDR:PORT or --frontend-port PORT"
+            );
+        }
+        if self.frontend_ports.contains(&0) {
+            bail!("invalid --frontend-port 0");
+        }
+        if self.capture_len == 0 || self.capture_len as usize > CAPTURE_MAX {
+            bail!("--capture-bytes must be between 1 and {CAPTURE_MAX}");
+        }
+        if !self.ring_bytes.is_power_of_two() || self.ring_bytes < 4096 {
+            bail!(
+                "--ring-bytes must be a power of two of at least 4096 (got {})",
+                self.ring_bytes
+            );
+        }
+        if self.flow_capacity == 0 {
+            bail!("--flow-capacity must be at least 1");
+        }
+        Ok(())
+    }
+}
+
+/// Loaded programs and maps; attached programs are detached when this is dropped.
+pub struct Tracker {
+    ebpf: Ebpf,
+    /// Interfaces the programs are attached to, in attach order.
+    pub interfaces: Vec<(String, u32)>,
+}
+
+/// Sum over CPUs of every `STATS` counter, by name.
+pub type Stats = Vec<(&'static str, u64)>;
+
+impl Tracker {
+    /// Loads and verifies the programs and fills `CONFIG`, `TRACKED_PORTS` and `ENDPOINTS`.
+    pub fn load(cfg: &TrackerConfig) -> anyhow::Result<Self> {
+        cfg.validate()?;
+        raise_memlock();
+        let mut ebpf = EbpfLoader::new()
+            .map_max_entries("FLOWS", cfg.flow_capacity)
+            .map_max_entries("EVENTS", cfg.ring_bytes)
+            .load(ebpf_object())
+            .map_err(|e| privilege_hint(anyhow!(e), "loading the eBPF maps"))?;
+        for name in [XDP_PROGRAM, TC_PROGRAM] {
+            let prog = ebpf
+                .program_mut(name)
+                .ok_or_else(|| anyhow!("program {name} missing from the eBPF object"))?;
+            match prog {
+                aya::programs::Program::Xdp(p) => p.load(),
+                aya::programs::Program::SchedClassifier(p) => p.load(),
+                _ => Err(ProgramError::NotLoaded),
+            }
+            .map_err(|e| privilege_hint(anyhow!(e), &format!("loading program {name}")))?;
+        }
+        let mut t = Self {
+            ebpf,
+            interfaces: Vec::new(),
+        };
+        t.configure(cfg)?;
+        Ok(t)
+    }
+
+    fn configure(&mut self, cfg: &TrackerConfig) -> anyhow::Result<()> {
+        let mut config: Array<_, Config> = Array::try_from(self.map_mut("CONFIG")?)?;
+        config.set(
+            0,
+            Config {
+                capture_len: cfg.capture_len,
+                continuation_bytes: cfg.continuation_bytes,
+                flags: 0,
+                _pad: 0,
+            },
+            0,
+        )?;
+        let mut ports: HashMap<u16, u8> = HashMap::new();
+        for b in &cfg.backends {
+            *ports.entry(b.port).or_default() |= PORT_BACKEND;
+        }
+        for p in &cfg.frontend_ports {
+            *ports.entry(*p).or_default() |= PORT_FRONTEND;
+        }
+        let mut tracked: Array<_, u8> = Array::try_from(self.map_mut("TRACKED_PORTS")?)?;
+        for (port, bits) in ports {
+            tracked.set(u32::from(port), bits, 0)?;
+        }
+        let mut endpoints: LpmTrie<_, EndpointKey, u8> =
+            LpmTrie::try_from(self.map_mut("ENDPOINTS")?)?;
+        for b in &cfg.backends {
+            let (bits, key) = b.lpm_key();
+            endpoints
+                .insert(&Key::new(bits, key), 1, 0)
+                .with_context(|| format!("adding backend {b}"))?;
+        }
+        Ok(())
+    }
+
+    fn map_mut(&mut self, name: &str) -> anyhow::Result<&mut aya::maps::Map> {
+        self.ebpf
+            .map_mut(name)
+            .ok_or_else(|| anyhow!("map {name} missing from the eBPF object"))
+    }
+
+    /// Attaches XDP (ingress) and TC (egress) to `iface`. On error nothing stays attached to
+    /// this interface; earlier interfaces stay attached until the Tracker is dropped.
+    pub fn attach(&mut self, iface: &str, mode: XdpMode) -> anyhow::Result<()> {
+        let ifindex = check::ifindex(iface).ok_or_else(|| {
+            anyhow!("no interface named `{iface}` in this network namespace (see `ip link`)")
+        })?;
+        let xdp: &mut Xdp = self
+            .ebpf
+            .program_mut(XDP_PROGRAM)
+            .ok_or_else(|| anyhow!("program {XDP_PROGRAM} missing"))?
+            .try_into()?;
+        let xdp_link = xdp
+            .attach(iface, mode)
+            .map_err(|e| attach_error(e, iface, "XDP"))?;
+        let tc_result = (|| -> anyhow::Result<()> {
+            if KernelVersion::current().is_ok_and(|v| v < KernelVersion::new(6, 6, 0)) {
+                // tcx needs 6.6; older kernels attach through the clsact qdisc.
+                match tc::qdisc_add_clsact(iface) {
+                    Ok(()) => {}
+                    Err(TcError::NetlinkError(e)) if e.raw_os_error() == Some(libc::EEXIST) => {}
+                    Err(e) => {
+                        return Err(anyhow!(e).context(format!("adding clsact qdisc on {iface}")));
+                    }
+                }
+            }
+            let prog: &mut SchedClassifier = self
+                .ebpf
+                .program_mut(TC_PROGRAM)
+                .ok_or_else(|| anyhow!("program {TC_PROGRAM} missing"))?
+                .try_into()?;
+            prog.attach(iface, TcAttachType::Egress)
+                .map_err(|e| attach_error(e, iface, "TC egress"))?;
+            Ok(())
+        })();
+        if let Err(e) = tc_result {
+            if let Some(aya::programs::Program::Xdp(xdp)) = self.ebpf.program_mut(XDP_PROGRAM) {
+                let _ = xdp.detach(xdp_link);
+            }
+            return Err(e);
+        }
+        self.interfaces.push((iface.to_string(), ifindex));
+        Ok(())
+    }
+
+    /// The ring buffer the kernel writes records to (can be taken once).
+    pub fn take_events(&mut self) -> anyhow::Result<RingBuf<MapData>> {
+        let map = self
+            .ebpf
+            .take_map("EVENTS")
+            .ok_or_else(|| anyhow!("EVENTS ring buffer already taken"))?;
+        Ok(RingBuf::try_from(map)?)
+    }
+
+    pub fn stats(&self) -> anyhow::Result<Stats> {
+        let map = self
+            .ebpf
+            .map("STATS")
+            .ok_or_else(|| anyhow!("map STATS missing"))?;
+        let stats: PerCpuArray<_, u64> = PerCpuArray::try_from(map)?;
+        let mut out = Vec::with_capacity(stat::COUNT as usize);
+        for (i, name) in stat::NAMES.iter().enumerate() {
+            let per_cpu = stats.get(&(i as u32), 0)?;
+            out.push((*name, per_cpu.iter().sum()));
+        }
+        Ok(out)
+    }
+
+    /// The loaded programs and maps, for in-kernel tests (BPF_PROG_TEST_RUN) and benchmarks.
+    pub fn ebpf_mut(&mut self) -> &mut Ebpf {
+        &mut self.ebpf
+    }
+
+    pub fn ebpf(&self) -> &Ebpf {
+        &self.ebpf
+    }
+}
+
+fn raise_memlock() {
+    // Kernels before 5.11 charge BPF maps to RLIMIT_MEMLOCK; newer ones use memcg.
+    let rlim = libc::rlimit {
+        rlim_cur: libc::RLIM_INFINITY,
+        rlim_max: libc::RLIM_INFINITY,
+    };
+    // SAFETY: setrlimit only reads the struct we pass.
+    unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &rlim) };
+}
+
+fn os_error(e: &(dyn std::error::Error + 'static)) -> Option<i32> {
+    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(err) = cur {
+        if let Some(io) = err.downcast_ref::<io::Error>() {
+            if let Some(code) = io.raw_os_error() {
+                return Some(code);
+            }
+        }
+        cur = err.source();
+    }
+    None
+}
+
+fn privilege_hint(e: anyhow::Error, what: &str) -> anyhow::Error {
+    let code = os_error(e.as_ref());
+    if matches!(code, Some(libc::EPERM) | Some(libc::EACCES)) {
+        let missing = check::missing_capabilities();
+        let which = if missing.is_empty() {
+            "CAP_BPF, CAP_NET_ADMIN and CAP_PERFMON".to_string()
+        } else {
+            missing.join(", ")
+        };
+        return e.context(format!(
+            "{what}: permission denied: ntlm-affinity needs {which}; run it as root or `setcap cap_bpf,cap_net_admin,cap_perfmon+ep $(which ntlm-affinity)`"
+        ));
+    }
+    e.context(format!(
+        "{what} failed (run `ntlm-affinity check` to see what this host lacks)"
+    ))
+}
+
+fn attach_error(e: ProgramError, iface: &str, what: &str) -> anyhow::Error {
+    let code = os_error(&e);
+    let busy = matches!(code, Some(libc::EBUSY) | Some(libc::EEXIST))
+        || matches!(&e, ProgramError::AlreadyAttached)
+        || matches!(&e, ProgramError::XdpError(XdpError::NetlinkError(_)) if code == Some(libc::EBUSY));
+    if busy && what == "XDP" {
+        return anyhow!(
+            "interface {iface} already has an XDP program of someone else; ntlm-affinity does not replace it (remove it with `ip link set dev {iface} xdp off`, or pick another interface)"
+        );
+    }
+    if code.is_some() {
+        return privilege_hint(anyhow!(e), &format!("attaching {what} to {iface}"));
+    }
+    anyhow!(e).context(format!("attaching {what} to {iface}"))
+}
