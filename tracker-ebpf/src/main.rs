@@ -119,7 +119,7 @@ pub fn ntlm_ingress(ctx: XdpContext) -> u32 {
 #[classifier]
 pub fn ntlm_egress(ctx: TcContext) -> i32 {
     let _ = track(&ctx, DIR_EGRESS);
-    TC_ACT_OK as i32
+    TC_ACT_OK
 }
 
 #[inline(always)]
@@ -433,14 +433,12 @@ fn track<P: Packet>(ctx: &P, direction: u8) -> Result<(), ()> {
 /// Finds or creates the flow entry; SYN starts a new generation.
 #[inline(always)]
 fn flow_update(seg: &Segment, now: u64) -> Result<*mut FlowState, ()> {
-    if seg.flags & TCP_SYN == 0 {
-        if let Some(s) = FLOWS.get_ptr_mut(&seg.key) {
-            let s = unsafe { &mut *s };
-            s.last_seen_ns = now;
-            // A flow that was closed and is used again without SYN (rare: an evicted LRU
-            // entry being recreated) keeps its generation.
-            return Ok(s as *mut FlowState);
-        }
+    if seg.flags & TCP_SYN == 0
+        && let Some(s) = FLOWS.get_ptr_mut(seg.key)
+    {
+        let s = unsafe { &mut *s };
+        s.last_seen_ns = now;
+        return Ok(s as *mut FlowState);
     }
     let mut flags = FLOW_OPEN;
     if seg.flags & TCP_SYN == 0 {
@@ -455,10 +453,10 @@ fn flow_update(seg: &Segment, now: u64) -> Result<*mut FlowState, ()> {
         flags,
         ..FlowState::default()
     };
-    if FLOWS.insert(&seg.key, &fresh, 0).is_err() {
+    if FLOWS.insert(seg.key, fresh, 0).is_err() {
         return bail(stat::FLOW_UPDATE_FAILED);
     }
-    match FLOWS.get_ptr_mut(&seg.key) {
+    match FLOWS.get_ptr_mut(seg.key) {
         Some(s) => Ok(s),
         None => bail(stat::FLOW_UPDATE_FAILED),
     }
