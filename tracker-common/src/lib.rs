@@ -126,6 +126,10 @@ pub const RECORD_MESSAGE: u8 = 1;
 pub const RECORD_CONTINUATION: u8 = 2;
 /// FIN or RST on a flow that carried NTLM: the connection that held a security context ends.
 pub const RECORD_CLOSE: u8 = 3;
+/// A segment that starts an HTTP request or response (no auth header in it) on a connection
+/// that carried NTLM in either direction: the status answering a Type-3, and every later
+/// request on a connection that may hold an authenticated context.
+pub const RECORD_HTTP: u8 = 4;
 
 /// `Record::direction`.
 pub const DIR_INGRESS: u8 = 1;
@@ -220,7 +224,9 @@ pub mod stat {
     pub const CAPTURE_TRUNCATED: u32 = 15;
     /// Payload copy helper failed.
     pub const LOAD_FAILED: u32 = 16;
-    pub const COUNT: u32 = 17;
+    /// HTTP request/response heads delivered from connections that carried NTLM.
+    pub const HTTP_HEADS: u32 = 17;
+    pub const COUNT: u32 = 18;
 
     pub const NAMES: [&str; COUNT as usize] = [
         "packets",
@@ -240,6 +246,7 @@ pub mod stat {
         "flow_update_failed",
         "capture_truncated",
         "load_failed",
+        "http_heads",
     ];
 }
 

@@ -18,7 +18,7 @@ use tracker_common::{
     CAPTURE_MAX, Capture, Config, DEFAULT_FLOW_CAPACITY, DEFAULT_RING_BYTES, DIR_EGRESS,
     DIR_INGRESS, EndpointKey, FLOW_CAPTURING, FLOW_CLOSED, FLOW_MIDSTREAM, FLOW_NTLM_SEEN,
     FLOW_OPEN, FlowKey, FlowState, MAX_IPV6_EXT_HEADERS, PORT_BACKEND, PORT_FRONTEND, RECORD_CLOSE,
-    RECORD_CONTINUATION, RECORD_MESSAGE, RecordHeader, stat,
+    RECORD_CONTINUATION, RECORD_HTTP, RECORD_MESSAGE, RecordHeader, stat,
 };
 
 #[map]
@@ -38,6 +38,8 @@ static EVENTS: RingBuf = RingBuf::with_byte_size(DEFAULT_RING_BYTES, 0);
 static STATS: PerCpuArray<u64> = PerCpuArray::with_max_entries(stat::COUNT, 0);
 #[map]
 static SCRATCH: PerCpuArray<Capture> = PerCpuArray::with_max_entries(1, 0);
+#[map]
+static SEG: PerCpuArray<Segment> = PerCpuArray::with_max_entries(1, 0);
 
 const ETH_HLEN: usize = 14;
 const ETH_P_IP: u16 = 0x0800;
@@ -149,8 +151,12 @@ fn read_be16<P: Packet>(ctx: &P, off: usize) -> Result<u16, ()> {
     ptr_at::<[u8; 2], P>(ctx, off).map(|p| u16::from_be_bytes(unsafe { *p }))
 }
 
-/// Parsed network and transport headers of a TCP segment.
-struct Segment {
+/// Parsed network and transport headers of a TCP segment. It lives in a per-CPU map, not on
+/// the stack: the stack stays small (the scan callback adds its own frame), and values read
+/// back from the map are one unknown to the verifier instead of one exact value per header
+/// layout, so everything after parsing is verified once.
+#[repr(C)]
+pub struct Segment {
     key: FlowKey,
     seq: u32,
     ack: u32,
@@ -167,7 +173,7 @@ fn bail<T>(stat: u32) -> Result<T, ()> {
 }
 
 #[inline(always)]
-fn parse<P: Packet>(ctx: &P) -> Result<Segment, ()> {
+fn parse<P: Packet>(ctx: &P, seg: &mut Segment) -> Result<(), ()> {
     let mut off = ETH_HLEN;
     let Ok(mut proto) = read_be16(ctx, 12) else {
         return bail(stat::NOT_TCP);
@@ -182,7 +188,8 @@ fn parse<P: Packet>(ctx: &P) -> Result<Segment, ()> {
             off += 4;
         }
     }
-    let mut key = FlowKey::default();
+    seg.key = FlowKey::default();
+    let key = &mut seg.key;
     let l3_end: usize;
     let l4: usize;
     if proto == ETH_P_IP {
@@ -306,14 +313,12 @@ fn parse<P: Packet>(ctx: &P) -> Result<Segment, ()> {
     if payload_off > end {
         return bail(stat::PARSE_BAIL);
     }
-    Ok(Segment {
-        key,
-        seq: u32::from_be_bytes([tcp[4], tcp[5], tcp[6], tcp[7]]),
-        ack: u32::from_be_bytes([tcp[8], tcp[9], tcp[10], tcp[11]]),
-        flags: tcp[13],
-        payload_off: payload_off as u32,
-        payload_len: (end - payload_off) as u32,
-    })
+    seg.seq = u32::from_be_bytes([tcp[4], tcp[5], tcp[6], tcp[7]]);
+    seg.ack = u32::from_be_bytes([tcp[8], tcp[9], tcp[10], tcp[11]]);
+    seg.flags = tcp[13];
+    seg.payload_off = payload_off as u32;
+    seg.payload_len = (end - payload_off) as u32;
+    Ok(())
 }
 
 #[inline(always)]
@@ -350,25 +355,37 @@ fn is_tracked(key: &FlowKey) -> bool {
 #[inline(always)]
 fn track<P: Packet>(ctx: &P, direction: u8) -> Result<(), ()> {
     count(stat::PACKETS);
-    let seg = parse(ctx)?;
+    let Some(seg) = SEG.get_ptr_mut(0) else {
+        return Ok(());
+    };
+    parse(ctx, unsafe { &mut *seg })?;
+    // Volatile re-reads keep the compiler from forwarding parse's values (see `Segment`).
+    let seg = unsafe { &*seg };
+    let (flags, seq, payload_len) = unsafe {
+        (
+            core::ptr::read_volatile(&seg.flags),
+            core::ptr::read_volatile(&seg.seq),
+            core::ptr::read_volatile(&seg.payload_len),
+        )
+    };
     if !is_tracked(&seg.key) {
         return bail(stat::UNTRACKED);
     }
     count(stat::TRACKED);
     let now = unsafe { bpf_ktime_get_ns() };
-    let state = flow_update(&seg, now)?;
+    let state = flow_update(seg, flags, now)?;
     let state = unsafe { &mut *state };
 
-    if seg.flags & (TCP_FIN | TCP_RST) != 0 {
+    if flags & (TCP_FIN | TCP_RST) != 0 {
         // Reported once per connection (FIN retransmits and the RST after FIN are not).
         let first_close = state.flags & FLOW_CLOSED == 0;
         state.flags |= FLOW_CLOSED;
         if first_close && state.flags & FLOW_NTLM_SEEN != 0 {
             count(stat::CLOSES);
-            emit_close(ctx, &seg, state, direction, now);
+            emit_close(ctx, seg, state, direction, now);
         }
     }
-    if seg.payload_len == 0 {
+    if payload_len == 0 {
         return Ok(());
     }
 
@@ -380,7 +397,7 @@ fn track<P: Packet>(ctx: &P, direction: u8) -> Result<(), ()> {
     };
     let cap = unsafe { &mut *cap };
 
-    let copied = copy_payload(ctx, &seg, cap, cfg.capture_len);
+    let copied = copy_payload(ctx, seg.payload_off, payload_len, cap, cfg.capture_len);
     if copied == 0 {
         return bail(stat::LOAD_FAILED);
     }
@@ -388,32 +405,51 @@ fn track<P: Packet>(ctx: &P, direction: u8) -> Result<(), ()> {
     // A segment inside a capture window continues an auth header of an earlier segment.
     let mut continuation = false;
     if state.flags & FLOW_CAPTURING != 0 {
-        let rel = seg.seq.wrapping_sub(state.capture_from);
+        let rel = seq.wrapping_sub(state.capture_from);
         let window = state.capture_until.wrapping_sub(state.capture_from);
         continuation = rel < window;
-        let end = seg.seq.wrapping_add(seg.payload_len);
+        let end = seq.wrapping_add(payload_len);
         if !continuation || end.wrapping_sub(state.capture_from) >= window {
             state.flags &= !FLOW_CAPTURING;
         }
     }
 
     count(stat::SCANNED);
+    let ntlm_before = state.flags & FLOW_NTLM_SEEN != 0;
     let found = scan::scan(copied);
     if found.matched {
         count(stat::MATCHED);
         state.flags |= FLOW_NTLM_SEEN;
         state.messages = state.messages.wrapping_add(1);
         state.last_token = found.token;
+        if !ntlm_before {
+            mark_reverse(&seg.key);
+        }
     }
+    // On a connection that carried NTLM, every request/response head matters: the status
+    // answering a Type-3, and each later request on a possibly authenticated connection.
+    let http_head = !found.matched && ntlm_before && starts_http(cap, copied);
     // A cut header name is sent too: the daemon joins it with the segment that follows.
-    if continuation || found.matched || found.partial_name_at_end {
+    if continuation || found.matched || found.partial_name_at_end || http_head {
         let kind = if continuation {
             count(stat::CONTINUATIONS);
             RECORD_CONTINUATION
-        } else {
+        } else if found.matched || found.partial_name_at_end {
             RECORD_MESSAGE
+        } else {
+            count(stat::HTTP_HEADS);
+            RECORD_HTTP
         };
-        fill_header(ctx, cap, &seg, state, direction, now, kind, copied);
+        write_header(
+            &mut cap.header,
+            ctx,
+            seg,
+            state,
+            direction,
+            now,
+            kind,
+            copied,
+        );
         cap.header.header = found.header;
         cap.header.scheme = found.scheme;
         cap.header.token = found.token;
@@ -422,7 +458,7 @@ fn track<P: Packet>(ctx: &P, direction: u8) -> Result<(), ()> {
     }
     // The auth header (or its name) runs past this segment: copy what follows, by sequence.
     if (found.matched && !found.line_complete) || found.partial_name_at_end {
-        let next = seg.seq.wrapping_add(seg.payload_len);
+        let next = seq.wrapping_add(payload_len);
         state.flags |= FLOW_CAPTURING;
         state.capture_from = next;
         state.capture_until = next.wrapping_add(cfg.continuation_bytes);
@@ -430,18 +466,52 @@ fn track<P: Packet>(ctx: &P, direction: u8) -> Result<(), ()> {
     Ok(())
 }
 
-/// Finds or creates the flow entry; SYN starts a new generation.
+/// Marks the other direction of the connection as having carried NTLM, so its heads (the
+/// response to a Type-3 that carries no auth header) are delivered too.
 #[inline(always)]
-fn flow_update(seg: &Segment, now: u64) -> Result<*mut FlowState, ()> {
-    if seg.flags & TCP_SYN == 0
-        && let Some(s) = FLOWS.get_ptr_mut(seg.key)
+fn mark_reverse(key: &FlowKey) {
+    let reverse = FlowKey {
+        src_addr: key.dst_addr,
+        dst_addr: key.src_addr,
+        src_port: key.dst_port,
+        dst_port: key.src_port,
+        family: key.family,
+        _pad: [0; 3],
+    };
+    if let Some(s) = FLOWS.get_ptr_mut(reverse) {
+        unsafe { (*s).flags |= FLOW_NTLM_SEEN };
+    }
+}
+
+/// Whether a copied payload begins an HTTP/1.x response ("HTTP/") or request (a method:
+/// three leading uppercase letters or '_', as in RPC_IN_DATA). The daemon parses it fully.
+#[inline(always)]
+fn starts_http(cap: &Capture, len: u32) -> bool {
+    if len < 8 {
+        return false;
+    }
+    let d = &cap.data;
+    if d[0] == b'H' && d[1] == b'T' && d[2] == b'T' && d[3] == b'P' && d[4] == b'/' {
+        return true;
+    }
+    let upper = |b: u8| b.is_ascii_uppercase() || b == b'_';
+    upper(d[0]) && upper(d[1]) && upper(d[2])
+}
+
+/// Finds or creates the flow entry; SYN starts a new generation.
+// Keys are passed by reference on purpose: by value they would be copied to the stack.
+#[allow(clippy::needless_borrows_for_generic_args)]
+#[inline(always)]
+fn flow_update(seg: &Segment, tcp_flags: u8, now: u64) -> Result<*mut FlowState, ()> {
+    if tcp_flags & TCP_SYN == 0
+        && let Some(s) = FLOWS.get_ptr_mut(&seg.key)
     {
         let s = unsafe { &mut *s };
         s.last_seen_ns = now;
         return Ok(s as *mut FlowState);
     }
     let mut flags = FLOW_OPEN;
-    if seg.flags & TCP_SYN == 0 {
+    if tcp_flags & TCP_SYN == 0 {
         flags |= FLOW_MIDSTREAM;
         count(stat::FLOW_MIDSTREAM);
     } else {
@@ -453,10 +523,10 @@ fn flow_update(seg: &Segment, now: u64) -> Result<*mut FlowState, ()> {
         flags,
         ..FlowState::default()
     };
-    if FLOWS.insert(seg.key, fresh, 0).is_err() {
+    if FLOWS.insert(&seg.key, &fresh, 0).is_err() {
         return bail(stat::FLOW_UPDATE_FAILED);
     }
-    match FLOWS.get_ptr_mut(seg.key) {
+    match FLOWS.get_ptr_mut(&seg.key) {
         Some(s) => Ok(s),
         None => bail(stat::FLOW_UPDATE_FAILED),
     }
@@ -465,8 +535,8 @@ fn flow_update(seg: &Segment, now: u64) -> Result<*mut FlowState, ()> {
 /// Copies up to `limit` payload bytes into the scratch buffer with one helper call. The
 /// length is variable but provably within [1, CAPTURE_MAX], which is what the verifier needs.
 #[inline(always)]
-fn copy_payload<P: Packet>(ctx: &P, seg: &Segment, cap: &mut Capture, limit: u32) -> u32 {
-    let mut want = seg.payload_len;
+fn copy_payload<P: Packet>(ctx: &P, off: u32, len: u32, cap: &mut Capture, limit: u32) -> u32 {
+    let mut want = len;
     let max = if limit < CAPTURE_MAX as u32 {
         limit
     } else {
@@ -480,18 +550,20 @@ fn copy_payload<P: Packet>(ctx: &P, seg: &Segment, cap: &mut Capture, limit: u32
         return 0;
     }
     let n = ((want - 1) & (CAPTURE_MAX as u32 - 1)) + 1;
-    if ctx.load(seg.payload_off, cap.data.as_mut_ptr(), n) {
+    if ctx.load(off, cap.data.as_mut_ptr(), n) {
         n
     } else {
         0
     }
 }
 
+/// Writes a record header in place (map or ring-buffer memory), field by field, so no
+/// 88-byte temporary lands on the stack.
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
-fn fill_header<P: Packet>(
+fn write_header<P: Packet>(
+    h: &mut RecordHeader,
     ctx: &P,
-    cap: &mut Capture,
     seg: &Segment,
     state: &FlowState,
     direction: u8,
@@ -499,24 +571,22 @@ fn fill_header<P: Packet>(
     kind: u8,
     copied: u32,
 ) {
-    cap.header = RecordHeader {
-        timestamp_ns: now,
-        generation: state.generation,
-        key: seg.key,
-        seq: seg.seq,
-        ack: seg.ack,
-        ifindex: ctx.ifindex(),
-        payload_len: seg.payload_len,
-        captured_len: copied as u16,
-        value_offset: 0,
-        kind,
-        direction,
-        header: 0,
-        scheme: 0,
-        token: 0,
-        tcp_flags: seg.flags,
-        _pad: [0; 6],
-    };
+    h.timestamp_ns = now;
+    h.generation = state.generation;
+    h.key = seg.key;
+    h.seq = seg.seq;
+    h.ack = seg.ack;
+    h.ifindex = ctx.ifindex();
+    h.payload_len = seg.payload_len;
+    h.captured_len = copied as u16;
+    h.value_offset = 0;
+    h.kind = kind;
+    h.direction = direction;
+    h.header = 0;
+    h.scheme = 0;
+    h.token = 0;
+    h.tcp_flags = seg.flags;
+    h._pad = [0; 6];
 }
 
 #[inline(always)]
@@ -543,30 +613,15 @@ fn output(cap: &Capture, copied: u32) {
     }
 }
 
-#[inline(always)]
+#[inline(never)]
 fn emit_close<P: Packet>(ctx: &P, seg: &Segment, state: &FlowState, direction: u8, now: u64) {
     let Some(mut entry) = EVENTS.reserve::<RecordHeader>(0) else {
         count(stat::RINGBUF_FULL);
         return;
     };
-    entry.write(RecordHeader {
-        timestamp_ns: now,
-        generation: state.generation,
-        key: seg.key,
-        seq: seg.seq,
-        ack: seg.ack,
-        ifindex: ctx.ifindex(),
-        payload_len: seg.payload_len,
-        captured_len: 0,
-        value_offset: 0,
-        kind: RECORD_CLOSE,
-        direction,
-        header: 0,
-        scheme: 0,
-        token: 0,
-        tcp_flags: seg.flags,
-        _pad: [0; 6],
-    });
+    // SAFETY: the reserved entry is ours until submit; every field is written below.
+    let h = unsafe { &mut *entry.as_mut_ptr() };
+    write_header(h, ctx, seg, state, direction, now, RECORD_CLOSE, 0);
     entry.submit(0);
     count(stat::EVENTS);
 }

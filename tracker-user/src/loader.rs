@@ -263,13 +263,10 @@ fn os_error(e: &(dyn std::error::Error + 'static)) -> Option<i32> {
 
 fn privilege_hint(e: anyhow::Error, what: &str) -> anyhow::Error {
     let code = os_error(e.as_ref());
-    if matches!(code, Some(libc::EPERM) | Some(libc::EACCES)) {
-        let missing = check::missing_capabilities();
-        let which = if missing.is_empty() {
-            "CAP_BPF, CAP_NET_ADMIN and CAP_PERFMON".to_string()
-        } else {
-            missing.join(", ")
-        };
+    let missing = check::missing_capabilities();
+    // With every capability present, EACCES comes from the verifier, not from privileges.
+    if matches!(code, Some(libc::EPERM) | Some(libc::EACCES)) && !missing.is_empty() {
+        let which = missing.join(", ");
         return e.context(format!(
             "{what}: permission denied: ntlm-affinity needs {which}; run it as root or `setcap cap_bpf,cap_net_admin,cap_perfmon+ep $(which ntlm-affinity)`"
         ));

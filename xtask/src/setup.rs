@@ -1,0 +1,182 @@
+//! `cargo xtask setup`: everything a fresh machine lacks, installed idempotently. Each step
+//! first checks whether its piece is present, so a second run takes seconds.
+
+use std::process::{Command, Stdio};
+
+use anyhow::{Context as _, bail};
+
+use crate::run;
+
+/// Debian packages: LLVM for bpf-linker, the lab's real peers, capture tools.
+const APT_PACKAGES: &[&str] = &[
+    "llvm-22-dev",
+    "libpolly-22-dev",
+    "libzstd-dev",
+    "zlib1g-dev",
+    "haproxy",
+    "nginx",
+    "tshark",
+    "tcpdump",
+    "curl",
+    "iproute2",
+    "wrk",
+];
+/// Python packages of the lab and the fixture generators (module name, pip requirement).
+const PYTHON_PACKAGES: &[(&str, &str)] = &[("spnego", "pyspnego==0.12.4")];
+const BPF_LINKER_VERSION: &str = "0.13.0";
+
+fn quiet_ok(cmd: &mut Command) -> bool {
+    cmd.stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false)
+}
+
+fn output(cmd: &mut Command) -> Option<String> {
+    let out = cmd.stderr(Stdio::null()).output().ok()?;
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+fn is_root() -> bool {
+    output(Command::new("id").arg("-u")).is_some_and(|s| s.trim() == "0")
+}
+
+pub fn setup() -> anyhow::Result<()> {
+    apt()?;
+    nightly()?;
+    bpf_linker()?;
+    cargo_fuzz()?;
+    python()?;
+    Ok(())
+}
+
+fn apt() -> anyhow::Result<()> {
+    let missing: Vec<&str> = APT_PACKAGES
+        .iter()
+        .copied()
+        .filter(|p| {
+            output(Command::new("dpkg-query").args(["-W", "-f=${Status}", p]))
+                .is_none_or(|s| !s.contains("install ok installed"))
+        })
+        .collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    println!(
+        "xtask setup: installing Debian packages: {}",
+        missing.join(" ")
+    );
+    if !is_root() {
+        bail!(
+            "these Debian packages are missing and installing them needs root: {} (run `sudo cargo xtask setup`)",
+            missing.join(" ")
+        );
+    }
+    // tshark asks whether non-root users may capture; answer for it.
+    let mut preseed = Command::new("debconf-set-selections")
+        .stdin(Stdio::piped())
+        .spawn()
+        .context("debconf-set-selections")?;
+    if let Some(stdin) = preseed.stdin.as_mut() {
+        use std::io::Write as _;
+        stdin.write_all(b"wireshark-common wireshark-common/install-setuid boolean false\n")?;
+    }
+    preseed.wait()?;
+    run(Command::new("apt-get").args(["update", "-qq"]))?;
+    run(Command::new("apt-get")
+        .args(["install", "-y", "-qq", "--no-install-recommends"])
+        .args(&missing)
+        .env("DEBIAN_FRONTEND", "noninteractive"))?;
+    // Debian starts the daemons it installs; the lab runs its own instances.
+    for svc in ["nginx", "haproxy"] {
+        let _ = quiet_ok(Command::new("service").args([svc, "stop"]));
+    }
+    Ok(())
+}
+
+fn nightly() -> anyhow::Result<()> {
+    let installed = output(Command::new("rustup").args([
+        "component",
+        "list",
+        "--toolchain",
+        "nightly",
+        "--installed",
+    ]));
+    let Some(installed) = installed else {
+        println!("xtask setup: installing the nightly toolchain");
+        return run(Command::new("rustup").args([
+            "toolchain",
+            "install",
+            "nightly",
+            "--profile",
+            "minimal",
+            "--component",
+            "rust-src,clippy,rustfmt",
+        ]));
+    };
+    let missing: Vec<&str> = ["rust-src", "clippy", "rustfmt"]
+        .into_iter()
+        .filter(|c| !installed.lines().any(|l| l.starts_with(c)))
+        .collect();
+    if !missing.is_empty() {
+        println!(
+            "xtask setup: adding nightly components: {}",
+            missing.join(" ")
+        );
+        run(Command::new("rustup")
+            .args(["component", "add", "--toolchain", "nightly"])
+            .args(&missing))?;
+    }
+    Ok(())
+}
+
+fn bpf_linker() -> anyhow::Result<()> {
+    let version = output(Command::new("bpf-linker").arg("--version"));
+    if version.is_some_and(|v| v.contains(BPF_LINKER_VERSION)) {
+        return Ok(());
+    }
+    println!(
+        "xtask setup: building bpf-linker {BPF_LINKER_VERSION} against LLVM 22 (about 1-3 minutes)"
+    );
+    run(Command::new("cargo")
+        .args([
+            "install",
+            "bpf-linker",
+            "--locked",
+            "--version",
+            BPF_LINKER_VERSION,
+            "--no-default-features",
+            "--features",
+            "llvm-22",
+        ])
+        .env("LLVM_PREFIX", "/usr/lib/llvm-22"))
+}
+
+fn cargo_fuzz() -> anyhow::Result<()> {
+    if quiet_ok(Command::new("cargo").args(["fuzz", "--version"])) {
+        return Ok(());
+    }
+    println!("xtask setup: installing cargo-fuzz");
+    run(Command::new("cargo").args(["install", "cargo-fuzz", "--locked"]))
+}
+
+fn python() -> anyhow::Result<()> {
+    for (module, req) in PYTHON_PACKAGES {
+        if quiet_ok(Command::new("python3").args(["-c", &format!("import {module}")])) {
+            continue;
+        }
+        println!("xtask setup: installing python package {req}");
+        run(Command::new("python3").args([
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--root-user-action=ignore",
+            req,
+        ]))?;
+    }
+    Ok(())
+}
