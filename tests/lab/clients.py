@@ -1,0 +1,466 @@
+#!/usr/bin/env python3
+"""NTLM/Negotiate HTTP clients for the ntlm-affinity lab scenarios.
+
+Each client prints one JSON line per HTTP request on stdout:
+  {"ts", "client", "run", "leg", "conn", "src", "http_version", "scheme", "status",
+   "server", "user", "closed"}
+  leg:    anonymous | type1 | type3 | request | kerberos
+  conn:   client-side connection number within the run (a new number = a new TCP connection)
+  src:    local ip:port of that connection
+  server: the X-NTA-Server header of the response (the backend that answered), if any
+and exits 0 when every run ran (whatever the HTTP statuses), 2 on a network error.
+
+Clients (sub-commands):
+  keepalive   all legs on one TCP connection (like curl --ntlm); --scheme NTLM|Negotiate,
+              --wrap raw|spnego (Negotiate with raw NTLM or SPNEGO-wrapped NTLM),
+              --then N more requests without credentials on the same connection
+  reconnect   a new TCP connection for every leg (seed 000's EWS client)
+  http10      HTTP/1.0 + Connection: close (seed 003); --give-up stops after the challenge
+              (the connection is gone), otherwise the Type-3 goes on a new connection
+  abandon     sends the Type-1, receives the Type-2, then stops (--hold SECS before close)
+  kerberos    a Kerberos-looking `Negotiate YII...` token (KRB5 OID, AP-REQ shape, random
+              cipher text): stateless, must never be flagged by the tracker
+  anon        requests without credentials on one keep-alive connection (--requests N):
+              client B of the auth_context_reuse scenario
+  drive       continuous mixed traffic for the demo/benchmarks (--mix, --duration)
+
+Lab accounts only (LAB\\alice, LAB\\bob, ... with the lab password).
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import concurrent.futures
+import datetime as _dt
+import json
+import os
+import random
+import socket
+import sys
+import threading
+import time
+import typing
+
+import spnego
+
+OUT_LOCK = threading.Lock()
+
+
+def emit(rec: typing.Dict[str, typing.Any]) -> None:
+    now = _dt.datetime.now(_dt.timezone.utc)
+    line = {"ts": now.isoformat(timespec="microseconds").replace("+00:00", "Z")}
+    line.update(rec)
+    with OUT_LOCK:
+        sys.stdout.write(json.dumps(line, separators=(",", ":")) + "\n")
+        sys.stdout.flush()
+
+
+# --------------------------------------------------------------------------- tiny HTTP client
+class Response:
+    def __init__(self, status: int, headers: typing.List[typing.Tuple[str, str]], body: bytes, closed: bool):
+        self.status = status
+        self.headers = headers
+        self.body = body
+        self.closed = closed
+
+    def header(self, name: str) -> typing.Optional[str]:
+        for k, v in self.headers:
+            if k.lower() == name.lower():
+                return v
+        return None
+
+    def headers_named(self, name: str) -> typing.List[str]:
+        return [v for k, v in self.headers if k.lower() == name.lower()]
+
+
+class Conn:
+    """One TCP connection; requests are sent sequentially (no pipelining)."""
+
+    def __init__(self, host: str, port: int, source: typing.Optional[str], timeout: float):
+        self.sock = socket.create_connection((host, port), timeout=timeout,
+                                             source_address=(source, 0) if source else None)
+        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.rfile = self.sock.makefile("rb")
+        self.host = host
+        self.port = port
+        self.closed = False
+        name = self.sock.getsockname()
+        self.src = "%s:%d" % (name[0], name[1])
+
+    def request(self, method: str, path: str, headers: typing.Sequence[typing.Tuple[str, str]],
+                version: str = "HTTP/1.1") -> Response:
+        lines = ["%s %s %s" % (method, path, version), "Host: %s:%d" % (self.host, self.port),
+                 "User-Agent: nta-lab-client/1"]
+        lines += ["%s: %s" % kv for kv in headers]
+        self.sock.sendall(("\r\n".join(lines) + "\r\n\r\n").encode())
+        status_line = self.rfile.readline(65537)
+        if not status_line:
+            self.close()
+            raise ConnectionError("connection closed before the response")
+        parts = status_line.decode("latin-1").split(" ", 2)
+        if len(parts) < 2:
+            raise ConnectionError("bad status line %r" % status_line[:80])
+        status = int(parts[1])
+        resp_version = parts[0]
+        hdrs: typing.List[typing.Tuple[str, str]] = []
+        while True:
+            line = self.rfile.readline(65537)
+            if not line or line in (b"\r\n", b"\n"):
+                break
+            k, _, v = line.decode("latin-1").partition(":")
+            hdrs.append((k.strip(), v.strip()))
+        resp = Response(status, hdrs, b"", False)
+        conn_hdr = (resp.header("Connection") or "").lower()
+        will_close = "close" in conn_hdr or (
+            (version == "HTTP/1.0" or resp_version == "HTTP/1.0") and "keep-alive" not in conn_hdr)
+        cl = resp.header("Content-Length")
+        if method == "HEAD":
+            body = b""
+        elif cl is not None:
+            body = self.rfile.read(int(cl))
+        elif will_close:
+            body = self.rfile.read()
+        else:
+            body = b""
+        resp.body = body
+        if will_close:
+            self.close()
+        resp.closed = self.closed
+        return resp
+
+    def close(self) -> None:
+        if not self.closed:
+            self.closed = True
+            try:
+                self.rfile.close()
+                self.sock.close()
+            except OSError:
+                pass
+
+
+# --------------------------------------------------------------------------- tokens
+def der(tag: int, content: bytes) -> bytes:
+    n = len(content)
+    if n < 0x80:
+        length = bytes([n])
+    elif n < 0x100:
+        length = bytes([0x81, n])
+    else:
+        length = bytes([0x82, n >> 8, n & 0xFF])
+    return bytes([tag]) + length + content
+
+
+def der_int(v: int) -> bytes:
+    return der(0x02, v.to_bytes(max(1, (v.bit_length() + 8) // 8), "big"))
+
+
+OID_SPNEGO = bytes.fromhex("2b0601050502")
+OID_KRB5 = bytes.fromhex("2a864886f712010202")
+OID_MSKRB5 = bytes.fromhex("2a864882f712010202")
+OID_NEGOEX = bytes.fromhex("2b06010401823702021e")
+OID_NTLM = bytes.fromhex("2b06010401823702020a")
+
+
+def kerberos_token(form: str = "spnego", realm: str = "LAB.TEST", spn_host: str = "www.lab.test") -> bytes:
+    """A structurally valid but fake Kerberos AP-REQ in a GSS-API InitialContextToken,
+    optionally inside a SPNEGO NegTokenInit whose mechTypes list (like Windows) also names
+    NTLM. The cipher parts are random bytes: there is no KDC and the backend refuses it."""
+    def enc_data(etype: int, size: int, kvno: typing.Optional[int] = None) -> bytes:
+        parts = der(0xA0, der_int(etype))
+        if kvno is not None:
+            parts += der(0xA1, der_int(kvno))
+        parts += der(0xA2, der(0x04, os.urandom(size)))
+        return der(0x30, parts)
+
+    principal = der(0x30, der(0xA0, der_int(2)) + der(0xA1, der(0x30, der(0x1B, b"HTTP") + der(0x1B, spn_host.encode()))))
+    ticket = der(0x61, der(0x30,
+                           der(0xA0, der_int(5)) + der(0xA1, der(0x1B, realm.encode()))
+                           + der(0xA2, principal) + der(0xA3, enc_data(18, 1000, kvno=2))))
+    ap_req = der(0x6E, der(0x30,
+                           der(0xA0, der_int(5)) + der(0xA1, der_int(14))
+                           + der(0xA2, der(0x03, b"\x00\x20\x00\x00\x00"))
+                           + der(0xA3, ticket) + der(0xA4, enc_data(18, 300))))
+    krb = der(0x60, der(0x06, OID_KRB5) + b"\x01\x00" + ap_req)
+    if form == "krb5":
+        return krb
+    mech_types = der(0x30, b"".join(der(0x06, o) for o in (OID_MSKRB5, OID_KRB5, OID_NEGOEX, OID_NTLM)))
+    init = der(0xA0, der(0x30, der(0xA0, mech_types) + der(0xA2, der(0x04, krb))))
+    return der(0x60, der(0x06, OID_SPNEGO) + init)
+
+
+# --------------------------------------------------------------------------- client flows
+class Ctx:
+    def __init__(self, args: argparse.Namespace, kind: str, run: int, source: typing.Optional[str]):
+        self.args = args
+        self.kind = kind
+        self.run = run
+        self.source = source
+        self.nconn = 0
+
+    def connect(self) -> Conn:
+        self.nconn += 1
+        c = Conn(self.args.host, self.args.port, self.source, self.args.timeout)
+        c.num = self.nconn  # type: ignore[attr-defined]
+        return c
+
+    def send(self, conn: Conn, leg: str, auth: typing.Optional[str] = None, version: str = "HTTP/1.1",
+             close: bool = False, scheme: typing.Optional[str] = None) -> Response:
+        headers: typing.List[typing.Tuple[str, str]] = []
+        if auth:
+            headers.append((self.args.auth_header, auth))
+        if close:
+            headers.append(("Connection", "close"))
+        src = conn.src
+        resp = conn.request(self.args.method, self.args.path, headers, version=version)
+        emit({
+            "client": self.kind, "run": self.run, "leg": leg, "conn": conn.num,  # type: ignore[attr-defined]
+            "src": src, "http_version": version, "scheme": scheme, "status": resp.status,
+            "server": resp.header("X-NTA-Server"), "user": self.args.user if auth else None,
+            "closed": resp.closed,
+        })
+        return resp
+
+    def spnego_client(self, wrap: str) -> typing.Any:
+        protocol = "negotiate" if wrap == "spnego" else "ntlm"
+        return spnego.client(self.args.user, self.args.password, hostname=self.args.spn_host or self.args.host,
+                             service="HTTP", protocol=protocol)
+
+
+def server_token(resp: Response, scheme: str, header: str) -> typing.Optional[bytes]:
+    for v in resp.headers_named(header):
+        s, _, tok = v.partition(" ")
+        if s.lower() == scheme.lower() and tok.strip():
+            return base64.b64decode(tok.strip())
+    return None
+
+
+def flow_keepalive(c: Ctx) -> None:
+    a = c.args
+    scheme = a.scheme
+    conn = c.connect()
+    try:
+        if a.anon_first:
+            c.send(conn, "anonymous")
+            if conn.closed:
+                conn = c.connect()
+        cli = c.spnego_client(a.wrap if scheme == "Negotiate" else "raw")
+        t1 = cli.step()
+        r = c.send(conn, "type1", "%s %s" % (scheme, base64.b64encode(t1).decode()), scheme=scheme)
+        t2 = server_token(r, scheme, a.challenge_header)
+        if r.status not in (401, 407) or t2 is None:
+            return
+        if conn.closed:
+            conn = c.connect()
+        t3 = cli.step(t2)
+        r = c.send(conn, "type3", "%s %s" % (scheme, base64.b64encode(t3).decode()), scheme=scheme)
+        for _ in range(a.then):
+            if conn.closed:
+                conn = c.connect()
+            c.send(conn, "request")
+            if a.then_interval:
+                time.sleep(a.then_interval)
+    finally:
+        conn.close()
+
+
+def flow_reconnect(c: Ctx) -> None:
+    a = c.args
+    scheme = a.scheme
+    if a.anon_first:
+        conn = c.connect()
+        c.send(conn, "anonymous")
+        conn.close()
+    cli = c.spnego_client(a.wrap if scheme == "Negotiate" else "raw")
+    conn = c.connect()
+    r = c.send(conn, "type1", "%s %s" % (scheme, base64.b64encode(cli.step()).decode()), scheme=scheme)
+    conn.close()
+    t2 = server_token(r, scheme, a.challenge_header)
+    if t2 is None:
+        return
+    conn = c.connect()
+    c.send(conn, "type3", "%s %s" % (scheme, base64.b64encode(cli.step(t2)).decode()), scheme=scheme)
+    conn.close()
+
+
+def flow_http10(c: Ctx) -> None:
+    a = c.args
+    scheme = a.scheme
+    cli = c.spnego_client(a.wrap if scheme == "Negotiate" else "raw")
+    conn = c.connect()
+    r = c.send(conn, "type1", "%s %s" % (scheme, base64.b64encode(cli.step()).decode()),
+               version="HTTP/1.0", close=True, scheme=scheme)
+    conn.close()
+    t2 = server_token(r, scheme, a.challenge_header)
+    if t2 is None or a.give_up:
+        return
+    conn = c.connect()
+    c.send(conn, "type3", "%s %s" % (scheme, base64.b64encode(cli.step(t2)).decode()),
+           version="HTTP/1.0", close=True, scheme=scheme)
+    conn.close()
+
+
+def flow_abandon(c: Ctx) -> None:
+    a = c.args
+    scheme = a.scheme
+    cli = c.spnego_client(a.wrap if scheme == "Negotiate" else "raw")
+    conn = c.connect()
+    c.send(conn, "type1", "%s %s" % (scheme, base64.b64encode(cli.step()).decode()), scheme=scheme)
+    if a.hold:
+        time.sleep(a.hold)
+    conn.close()
+
+
+def flow_kerberos(c: Ctx) -> None:
+    a = c.args
+    conn = c.connect()
+    tok = kerberos_token(a.form, spn_host=a.spn_host or a.host)
+    c.send(conn, "kerberos", "Negotiate %s" % base64.b64encode(tok).decode(), scheme="Negotiate")
+    conn.close()
+
+
+def flow_anon(c: Ctx) -> None:
+    a = c.args
+    conn = c.connect()
+    try:
+        for _ in range(a.requests):
+            if conn.closed:
+                conn = c.connect()
+            c.send(conn, "request")
+            if a.then_interval:
+                time.sleep(a.then_interval)
+    finally:
+        conn.close()
+
+
+FLOWS: typing.Dict[str, typing.Callable[[Ctx], None]] = {
+    "keepalive": flow_keepalive,
+    "reconnect": flow_reconnect,
+    "http10": flow_http10,
+    "abandon": flow_abandon,
+    "kerberos": flow_kerberos,
+    "anon": flow_anon,
+}
+
+
+def run_one(args: argparse.Namespace, kind: str, run: int, source: typing.Optional[str]) -> bool:
+    c = Ctx(args, kind, run, source)
+    try:
+        FLOWS[kind](c)
+        return True
+    except (OSError, ConnectionError, ValueError) as exc:
+        emit({"client": kind, "run": run, "leg": "error", "src": source, "error": "%s: %s" % (type(exc).__name__, exc)})
+        return False
+
+
+def sources_of(args: argparse.Namespace) -> typing.List[typing.Optional[str]]:
+    if args.sources:
+        return [s for s in args.sources.split(",") if s]
+    return [args.source]
+
+
+def cmd_single(args: argparse.Namespace) -> int:
+    srcs = sources_of(args)
+    ok = True
+    jobs = [(i, srcs[i % len(srcs)]) for i in range(args.count)]
+    if args.parallel <= 1:
+        for i, s in jobs:
+            ok &= run_one(args, args.cmd, i + 1, s)
+            if args.interval:
+                time.sleep(args.interval)
+    else:
+        with concurrent.futures.ThreadPoolExecutor(max_workers=args.parallel) as ex:
+            ok = all(ex.map(lambda j: run_one(args, args.cmd, j[0] + 1, j[1]), jobs))
+    return 0 if ok else 2
+
+
+def cmd_drive(args: argparse.Namespace) -> int:
+    mix = [m for m in args.mix.split(",") if m]
+    for m in mix:
+        if m not in FLOWS:
+            print("unknown client kind %r (choose from %s)" % (m, ",".join(FLOWS)), file=sys.stderr)
+            return 2
+    srcs = sources_of(args)
+    deadline = time.monotonic() + args.duration if args.duration > 0 else None
+    counter = iter(range(1, 1 << 62))
+    lock = threading.Lock()
+    rng = random.Random(args.seed)
+
+    def worker() -> None:
+        while deadline is None or time.monotonic() < deadline:
+            with lock:
+                run = next(counter)
+                kind = mix[(run - 1) % len(mix)] if not args.shuffle else rng.choice(mix)
+                src = srcs[(run - 1) % len(srcs)]
+            run_one(args, kind, run, src)
+            if args.interval:
+                time.sleep(args.interval)
+
+    threads = [threading.Thread(target=worker, daemon=True) for _ in range(max(1, args.parallel))]
+    for t in threads:
+        t.start()
+    try:
+        for t in threads:
+            t.join()
+    except KeyboardInterrupt:
+        return 0
+    return 0
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = p.add_subparsers(dest="cmd", required=True)
+
+    def common(sp: argparse.ArgumentParser) -> None:
+        sp.add_argument("--host", default="198.18.0.1")
+        sp.add_argument("--port", type=int, default=80)
+        sp.add_argument("--path", default="/")
+        sp.add_argument("--method", default="GET")
+        sp.add_argument("--source", help="local source address")
+        sp.add_argument("--sources", help="comma-separated source addresses, used in turn")
+        sp.add_argument("--user", default="LAB\\alice")
+        sp.add_argument("--password", default="Passw0rd!")
+        sp.add_argument("--spn-host", help="host part of the SPN (default: --host)")
+        sp.add_argument("--scheme", choices=["NTLM", "Negotiate"], default="NTLM")
+        sp.add_argument("--wrap", choices=["raw", "spnego"], default="raw",
+                        help="Negotiate only: raw NTLM (TlRM...) or SPNEGO-wrapped NTLM (YI...)")
+        sp.add_argument("--proxy", action="store_true", help="407 / Proxy-Authorization flavour")
+        sp.add_argument("--count", type=int, default=1, help="runs (handshakes)")
+        sp.add_argument("--parallel", type=int, default=1)
+        sp.add_argument("--interval", type=float, default=0.0, help="pause between runs")
+        sp.add_argument("--timeout", type=float, default=10.0)
+        sp.add_argument("--anon-first", action="store_true", help="start with an anonymous request")
+        sp.add_argument("--then", type=int, default=0, help="keepalive: requests without credentials after auth")
+        sp.add_argument("--then-interval", type=float, default=0.0)
+        sp.add_argument("--give-up", action="store_true", help="http10: stop after the challenge (seed 003)")
+        sp.add_argument("--hold", type=float, default=0.0, help="abandon: keep the connection open SECS")
+        sp.add_argument("--form", choices=["spnego", "krb5"], default="spnego", help="kerberos token form")
+        sp.add_argument("--requests", type=int, default=1, help="anon: requests on the connection")
+        sp.add_argument("--workstation", help="NetBIOS workstation name sent in the Type-1/3")
+
+    for name in FLOWS:
+        common(sub.add_parser(name))
+    d = sub.add_parser("drive")
+    common(d)
+    d.add_argument("--mix", default="keepalive,keepalive,reconnect,http10,abandon,kerberos")
+    d.add_argument("--duration", type=float, default=0.0, help="seconds; 0 = until interrupted")
+    d.add_argument("--shuffle", action="store_true")
+    d.add_argument("--seed", type=int, default=6)
+
+    args = p.parse_args()
+    args.auth_header = "Proxy-Authorization" if args.proxy else "Authorization"
+    args.challenge_header = "Proxy-Authenticate" if args.proxy else "WWW-Authenticate"
+    if args.workstation:
+        os.environ["NETBIOS_COMPUTER_NAME"] = args.workstation
+    try:
+        if args.cmd == "drive":
+            return cmd_drive(args)
+        return cmd_single(args)
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:
+        return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,3 @@
+//! Shared test support: network namespaces, the lab, helpers for privileged tests.
+
+pub mod lab;

@@ -1,0 +1,914 @@
+//! In-kernel tests of the tracker programs through BPF_PROG_TEST_RUN: crafted frames go
+//! through the real, verified XDP and TC programs; the tests check the verdict (always pass),
+//! the FLOWS entry, the ring-buffer record bytes and the STATS counters.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod support;
+
+use std::{
+    collections::HashMap,
+    sync::{Mutex, MutexGuard, OnceLock},
+};
+
+use aya::{
+    maps::{HashMap as BpfHashMap, MapData, RingBuf},
+    programs::{SchedClassifier, TestRun, TestRunOptions, Xdp},
+};
+use support::frames::{self, ACK, FIN, PSH, SYN, Tcp};
+use tracker_common::{
+    DIR_EGRESS, DIR_INGRESS, FLOW_CAPTURING, FLOW_CLOSED, FLOW_MIDSTREAM, FLOW_NTLM_SEEN, FlowKey,
+    FlowState, HDR_AUTHORIZATION, HDR_PROXY_AUTHENTICATE, HDR_PROXY_AUTHORIZATION,
+    HDR_WWW_AUTHENTICATE, RECORD_CLOSE, RECORD_CONTINUATION, RECORD_HTTP, RECORD_MESSAGE,
+    SCHEME_NEGOTIATE, SCHEME_NTLM, TokenKind,
+};
+use tracker_user::{
+    endpoint::Backend,
+    loader::{TC_PROGRAM, Tracker, TrackerConfig, XDP_PROGRAM},
+    messages::{Assembler, Output},
+    record::Record,
+};
+
+const XDP_PASS: u32 = 2;
+const TC_ACT_OK: u32 = 0;
+const BACKEND_PORT: u16 = 80;
+const FRONTEND_PORT: u16 = 8080;
+
+const TYPE1: &str = "TlRMTVNTUAABAAAAB4IIogAAAAAAAAAAAAAAAAAAAAAKAGFKAAAADw==";
+const TYPE2: &str = "TlRMTVNTUAACAAAADAAMADgAAAAFgomiESIzRFVmd4gAAAAAAAAAAA==";
+const TYPE3: &str = "TlRMTVNTUAADAAAAGAAYAEAAAAAYABgAWAAAAAAAAAAAAAAAAAAAAA==";
+
+struct Kernel {
+    tracker: Tracker,
+    ring: RingBuf<MapData>,
+}
+
+fn config() -> TrackerConfig {
+    TrackerConfig {
+        backends: vec![
+            "198.18.1.0/24:80".parse::<Backend>().unwrap(),
+            "[2001:db8:1::/48]:80".parse::<Backend>().unwrap(),
+        ],
+        frontend_ports: vec![FRONTEND_PORT],
+        ..TrackerConfig::default()
+    }
+}
+
+/// One loaded tracker for the whole file (verification takes seconds); tests take turns.
+fn kernel(test: &str) -> Option<MutexGuard<'static, Kernel>> {
+    if !support::privileged(test) {
+        return None;
+    }
+    static K: OnceLock<Mutex<Kernel>> = OnceLock::new();
+    let k = K.get_or_init(|| {
+        let mut tracker = Tracker::load(&config()).expect("load and verify the tracker programs");
+        let ring = tracker.take_events().unwrap();
+        Mutex::new(Kernel { tracker, ring })
+    });
+    let mut g = k.lock().unwrap_or_else(|e| e.into_inner());
+    g.drain();
+    Some(g)
+}
+
+impl Kernel {
+    fn xdp(&mut self, frame: &[u8]) -> u32 {
+        let p: &mut Xdp = self
+            .tracker
+            .ebpf_mut()
+            .program_mut(XDP_PROGRAM)
+            .unwrap()
+            .try_into()
+            .unwrap();
+        let r = p
+            .test_run(TestRunOptions {
+                data_in: Some(frame),
+                ..TestRunOptions::default()
+            })
+            .unwrap();
+        r.return_value
+    }
+
+    fn tc(&mut self, frame: &[u8]) -> u32 {
+        self.try_tc(frame).unwrap()
+    }
+
+    /// The kernel's skb test harness itself refuses frames whose IP header cannot be pulled
+    /// (EINVAL before the program runs); XDP takes any bytes.
+    fn try_tc(&mut self, frame: &[u8]) -> Result<u32, aya::programs::ProgramError> {
+        let p: &mut SchedClassifier = self
+            .tracker
+            .ebpf_mut()
+            .program_mut(TC_PROGRAM)
+            .unwrap()
+            .try_into()
+            .unwrap();
+        p.test_run(TestRunOptions {
+            data_in: Some(frame),
+            ..TestRunOptions::default()
+        })
+        .map(|r| r.return_value)
+    }
+
+    /// Egress (TC) then check the verdict.
+    fn egress(&mut self, frame: &[u8]) {
+        assert_eq!(self.tc(frame), TC_ACT_OK, "TC must always pass the packet");
+    }
+
+    fn ingress(&mut self, frame: &[u8]) {
+        assert_eq!(self.xdp(frame), XDP_PASS, "XDP must always pass the packet");
+    }
+
+    fn drain(&mut self) -> Vec<(Vec<u8>, Record)> {
+        let mut out = Vec::new();
+        while let Some(item) = self.ring.next() {
+            let raw = item.to_vec();
+            let rec = Record::parse(&raw).unwrap();
+            out.push((raw, rec));
+        }
+        out
+    }
+
+    fn records(&mut self) -> Vec<Record> {
+        self.drain().into_iter().map(|(_, r)| r).collect()
+    }
+
+    fn stats(&self) -> HashMap<&'static str, u64> {
+        self.tracker.stats().unwrap().into_iter().collect()
+    }
+
+    fn flow(&self, key: &FlowKey) -> Option<FlowState> {
+        let map: BpfHashMap<_, FlowKey, FlowState> =
+            BpfHashMap::try_from(self.tracker.ebpf().map("FLOWS").unwrap()).unwrap();
+        map.get(key, 0).ok()
+    }
+
+    /// Runs `f` and returns how each STATS counter moved.
+    fn delta(&mut self, f: impl FnOnce(&mut Self)) -> HashMap<&'static str, u64> {
+        let before = self.stats();
+        f(self);
+        let after = self.stats();
+        after
+            .into_iter()
+            .map(|(k, v)| (k, v - before[k]))
+            .filter(|(_, v)| *v != 0)
+            .collect()
+    }
+}
+
+fn key4(src: [u8; 4], sport: u16, dst: [u8; 4], dport: u16) -> FlowKey {
+    let mut k = FlowKey {
+        src_port: sport,
+        dst_port: dport,
+        family: 4,
+        ..FlowKey::default()
+    };
+    k.src_addr[10..12].copy_from_slice(&[0xff, 0xff]);
+    k.src_addr[12..].copy_from_slice(&src);
+    k.dst_addr[10..12].copy_from_slice(&[0xff, 0xff]);
+    k.dst_addr[12..].copy_from_slice(&dst);
+    k
+}
+
+fn counts(pairs: &[(&'static str, u64)]) -> HashMap<&'static str, u64> {
+    pairs.iter().copied().collect()
+}
+
+/// Asserts one MESSAGE record for `payload` with the given header, scheme and token kind.
+fn assert_message(rec: &Record, payload: &[u8], header: u8, scheme: u8, token: TokenKind, dir: u8) {
+    let h = &rec.header;
+    assert_eq!(h.kind, RECORD_MESSAGE);
+    assert_eq!(h.direction, dir);
+    assert_eq!((h.header, h.scheme, h.token), (header, scheme, token as u8));
+    assert_eq!(
+        &rec.payload[..],
+        payload,
+        "the record carries the segment's payload bytes"
+    );
+    assert_eq!(h.payload_len as usize, payload.len());
+    assert_eq!(h.captured_len as usize, payload.len());
+    let v = h.value_offset as usize;
+    if token != TokenKind::None {
+        let expect = match token {
+            TokenKind::GssInit => b'Y',
+            TokenKind::SpnegoResp => b'o',
+            _ => b'T',
+        };
+        assert_eq!(payload[v], expect, "value_offset points at the token");
+    }
+}
+
+#[test]
+fn type1_request_first_header_ipv4_egress() {
+    let Some(mut k) = kernel("type1_request_first_header_ipv4_egress") else {
+        return;
+    };
+    let payload = frames::request(0, &format!("Authorization: NTLM {TYPE1}"));
+    let tcp = Tcp::new(40001, BACKEND_PORT, 1000, ACK | PSH);
+    let frame = frames::tcp4(&[], frames::CLIENT4, frames::SERVER4, &tcp, &payload);
+    let d = k.delta(|k| k.egress(&frame));
+    assert_eq!(
+        d,
+        counts(&[
+            ("packets", 1),
+            ("tracked", 1),
+            ("scanned", 1),
+            ("matched", 1),
+            ("events", 1),
+            ("flow_midstream", 1)
+        ])
+    );
+    let (raw, rec) = k.drain().pop().expect("one record");
+    assert_eq!(
+        raw.len(),
+        88 + payload.len(),
+        "header + payload, nothing more"
+    );
+    assert_message(
+        &rec,
+        &payload,
+        HDR_AUTHORIZATION,
+        SCHEME_NTLM,
+        TokenKind::NtlmNegotiate,
+        DIR_EGRESS,
+    );
+    let key = key4(frames::CLIENT4, 40001, frames::SERVER4, BACKEND_PORT);
+    assert_eq!(rec.header.key, key);
+    assert_eq!(rec.header.seq, 1000);
+    let flow = k.flow(&key).expect("FLOWS entry");
+    assert_eq!(
+        flow.flags & (FLOW_NTLM_SEEN | FLOW_MIDSTREAM),
+        FLOW_NTLM_SEEN | FLOW_MIDSTREAM
+    );
+    assert_eq!(
+        (flow.messages, flow.last_token),
+        (1, TokenKind::NtlmNegotiate as u8)
+    );
+    assert_eq!(rec.header.generation, flow.generation);
+}
+
+#[test]
+fn type2_challenge_after_ten_headers_ingress() {
+    let Some(mut k) = kernel("type2_challenge_after_ten_headers_ingress") else {
+        return;
+    };
+    let mut payload = b"HTTP/1.1 401 Unauthorized\r\n".to_vec();
+    for i in 0..10 {
+        payload.extend_from_slice(format!("X-Header-{i}: value {i}\r\n").as_bytes());
+    }
+    payload.extend_from_slice(format!("WWW-Authenticate: NTLM {TYPE2}\r\n\r\n").as_bytes());
+    let tcp = Tcp::new(BACKEND_PORT, 40002, 5000, ACK | PSH);
+    let frame = frames::tcp4(&[], frames::SERVER4, frames::CLIENT4, &tcp, &payload);
+    let d = k.delta(|k| k.ingress(&frame));
+    assert_eq!(d["matched"], 1);
+    let recs = k.records();
+    assert_eq!(recs.len(), 1);
+    assert_message(
+        &recs[0],
+        &payload,
+        HDR_WWW_AUTHENTICATE,
+        SCHEME_NTLM,
+        TokenKind::NtlmChallenge,
+        DIR_INGRESS,
+    );
+    let flow = k
+        .flow(&key4(frames::SERVER4, BACKEND_PORT, frames::CLIENT4, 40002))
+        .unwrap();
+    assert_eq!(flow.last_token, TokenKind::NtlmChallenge as u8);
+}
+
+#[test]
+fn type3_in_negotiate_mixed_case_after_ten_headers() {
+    let Some(mut k) = kernel("type3_in_negotiate_mixed_case_after_ten_headers") else {
+        return;
+    };
+    for (line, token, scheme) in [
+        (
+            format!("aUtHoRiZaTiOn: negotiate {TYPE3}"),
+            TokenKind::NtlmAuthenticate,
+            SCHEME_NEGOTIATE,
+        ),
+        (
+            format!("AUTHORIZATION:NTLM {TYPE3}"),
+            TokenKind::NtlmAuthenticate,
+            SCHEME_NTLM,
+        ),
+        (
+            "Authorization: Negotiate YIIGhgYGKwYBBQUCoIIGejCCBnY=".to_string(),
+            TokenKind::GssInit,
+            SCHEME_NEGOTIATE,
+        ),
+        (
+            "Authorization: Negotiate oXcwdaADCgEBoloEWE5UTE1TU1AAAwAA".to_string(),
+            TokenKind::SpnegoResp,
+            SCHEME_NEGOTIATE,
+        ),
+    ] {
+        let payload = frames::request(10, &line);
+        let tcp = Tcp::new(40003, BACKEND_PORT, 7, ACK | PSH);
+        k.egress(&frames::tcp4(
+            &[],
+            frames::CLIENT4,
+            frames::SERVER4,
+            &tcp,
+            &payload,
+        ));
+        let recs = k.records();
+        assert_eq!(recs.len(), 1, "{line}");
+        assert_message(
+            &recs[0],
+            &payload,
+            HDR_AUTHORIZATION,
+            scheme,
+            token,
+            DIR_EGRESS,
+        );
+    }
+}
+
+#[test]
+fn proxy_headers_on_a_frontend_port() {
+    let Some(mut k) = kernel("proxy_headers_on_a_frontend_port") else {
+        return;
+    };
+    // Client → proxy (frontend port): any address is tracked on a frontend port.
+    let payload = frames::request(3, &format!("Proxy-Authorization: NTLM {TYPE3}"));
+    let tcp = Tcp::new(50000, FRONTEND_PORT, 9, ACK | PSH);
+    k.ingress(&frames::tcp4(
+        &[],
+        [203, 0, 113, 5],
+        [198, 18, 0, 1],
+        &tcp,
+        &payload,
+    ));
+    let recs = k.records();
+    assert_message(
+        &recs[0],
+        &payload,
+        HDR_PROXY_AUTHORIZATION,
+        SCHEME_NTLM,
+        TokenKind::NtlmAuthenticate,
+        DIR_INGRESS,
+    );
+    let payload =
+        b"HTTP/1.1 407 Proxy Authentication Required\r\nProxy-Authenticate: NTLM\r\n\r\n".to_vec();
+    let tcp = Tcp::new(FRONTEND_PORT, 50000, 9, ACK | PSH);
+    k.egress(&frames::tcp4(
+        &[],
+        [198, 18, 0, 1],
+        [203, 0, 113, 5],
+        &tcp,
+        &payload,
+    ));
+    let recs = k.records();
+    assert_message(
+        &recs[0],
+        &payload,
+        HDR_PROXY_AUTHENTICATE,
+        SCHEME_NTLM,
+        TokenKind::None,
+        DIR_EGRESS,
+    );
+}
+
+#[test]
+fn ipv6_with_extension_headers_and_vlan_tags() {
+    let Some(mut k) = kernel("ipv6_with_extension_headers_and_vlan_tags") else {
+        return;
+    };
+    let payload = frames::request(2, &format!("Authorization: NTLM {TYPE1}"));
+    let tcp = Tcp::new(40004, BACKEND_PORT, 11, ACK | PSH);
+    // Hop-by-hop, destination options, fragment (first fragment).
+    let frame = frames::tcp6(
+        frames::CLIENT6,
+        frames::SERVER6,
+        &[0, 60, 44],
+        &tcp,
+        &payload,
+    );
+    k.egress(&frame);
+    let recs = k.records();
+    assert_eq!(recs.len(), 1);
+    assert_message(
+        &recs[0],
+        &payload,
+        HDR_AUTHORIZATION,
+        SCHEME_NTLM,
+        TokenKind::NtlmNegotiate,
+        DIR_EGRESS,
+    );
+    assert_eq!(recs[0].header.key.family, 6);
+    assert_eq!(recs[0].header.key.dst_addr, frames::SERVER6);
+    // Too many extension headers: passed, counted as unsupported.
+    let frame = frames::tcp6(
+        frames::CLIENT6,
+        frames::SERVER6,
+        &[0, 60, 60, 60, 60, 60],
+        &tcp,
+        &payload,
+    );
+    let d = k.delta(|k| k.egress(&frame));
+    assert_eq!(d, counts(&[("packets", 1), ("unsupported", 1)]));
+    for tags in [&[100u16][..], &[10, 20]] {
+        let frame = frames::tcp4(tags, frames::CLIENT4, frames::SERVER4, &tcp, &payload);
+        k.egress(&frame);
+        let recs = k.records();
+        assert_eq!(recs.len(), 1, "VLAN tags {tags:?}");
+        assert_eq!(&recs[0].payload[..], &payload[..]);
+    }
+}
+
+#[test]
+fn tcp_options_and_ipv4_options_are_skipped() {
+    let Some(mut k) = kernel("tcp_options_and_ipv4_options_are_skipped") else {
+        return;
+    };
+    let payload = frames::request(1, &format!("Authorization: NTLM {TYPE3}"));
+    let mut tcp = Tcp::new(40005, BACKEND_PORT, 13, ACK | PSH);
+    // NOP, NOP, timestamps.
+    tcp.options = vec![1, 1, 8, 10, 0, 0, 0, 1, 0, 0, 0, 2];
+    let mut frame = frames::ethernet(&[], 0x0800);
+    frame.extend_from_slice(&frames::ipv4(
+        frames::CLIENT4,
+        frames::SERVER4,
+        6,
+        &[1, 1, 1, 0],
+        &tcp.bytes(&payload),
+    ));
+    k.egress(&frame);
+    let recs = k.records();
+    assert_eq!(recs.len(), 1);
+    assert_eq!(&recs[0].payload[..], &payload[..]);
+}
+
+#[test]
+fn non_tcp_untracked_and_plain_http_pass_without_records() {
+    let Some(mut k) = kernel("non_tcp_untracked_and_plain_http_pass_without_records") else {
+        return;
+    };
+    let mut udp = frames::ethernet(&[], 0x0800);
+    udp.extend_from_slice(&frames::ipv4(
+        frames::CLIENT4,
+        frames::SERVER4,
+        17,
+        &[],
+        &[0, 53, 0, 53, 0, 8, 0, 0],
+    ));
+    let mut arp = frames::ethernet(&[], 0x0806);
+    arp.extend_from_slice(&[0u8; 28]);
+    let d = k.delta(|k| {
+        k.egress(&udp);
+        k.ingress(&arp);
+    });
+    assert_eq!(d, counts(&[("packets", 2), ("not_tcp", 2)]));
+    let payload = frames::request(0, &format!("Authorization: NTLM {TYPE1}"));
+    let other_port = Tcp::new(40006, 81, 1, ACK | PSH);
+    let other_host = Tcp::new(40006, BACKEND_PORT, 1, ACK | PSH);
+    let d = k.delta(|k| {
+        k.egress(&frames::tcp4(
+            &[],
+            frames::CLIENT4,
+            frames::SERVER4,
+            &other_port,
+            &payload,
+        ));
+        k.egress(&frames::tcp4(
+            &[],
+            frames::CLIENT4,
+            [198, 18, 2, 10],
+            &other_host,
+            &payload,
+        ));
+    });
+    assert_eq!(d, counts(&[("packets", 2), ("untracked", 2)]));
+    let tcp = Tcp::new(40007, BACKEND_PORT, 1, ACK | PSH);
+    let d = k.delta(|k| {
+        k.egress(&frames::tcp4(
+            &[],
+            frames::CLIENT4,
+            frames::SERVER4,
+            &tcp,
+            &frames::request(5, "Accept: */*"),
+        ));
+        k.egress(&frames::tcp4(
+            &[],
+            frames::CLIENT4,
+            frames::SERVER4,
+            &tcp,
+            &frames::request(5, "Authorization: Basic YWxpY2U6cHc="),
+        ));
+        // The value must start with the scheme: "NTLMv2" is no NTLM scheme, nor is a body line.
+        k.egress(&frames::tcp4(
+            &[],
+            frames::CLIENT4,
+            frames::SERVER4,
+            &tcp,
+            &frames::request(0, "Authorization: NTLMv2 abc"),
+        ));
+        k.egress(&frames::tcp4(
+            &[],
+            frames::CLIENT4,
+            frames::SERVER4,
+            &tcp,
+            &frames::request(0, "X-Authorization: NTLM TlRMTVNTUAAB"),
+        ));
+    });
+    assert_eq!(d.get("matched"), None, "{d:?}");
+    assert_eq!(d["scanned"], 4);
+    assert!(k.records().is_empty());
+}
+
+#[test]
+fn header_split_over_two_segments_is_captured_by_sequence() {
+    let Some(mut k) = kernel("header_split_over_two_segments_is_captured_by_sequence") else {
+        return;
+    };
+    let whole = frames::request(2, &format!("Authorization: NTLM {TYPE3}"));
+    let cut = whole.windows(8).position(|w| w == b"TlRMTVNT").unwrap() + 6;
+    let (first, second) = whole.split_at(cut);
+    let key = key4(frames::CLIENT4, 40008, frames::SERVER4, BACKEND_PORT);
+    let seq = 0xffff_fff0u32; // the window wraps around the sequence space
+    let t1 = Tcp::new(40008, BACKEND_PORT, seq, ACK);
+    let t2 = Tcp::new(
+        40008,
+        BACKEND_PORT,
+        seq.wrapping_add(first.len() as u32),
+        ACK | PSH,
+    );
+    k.egress(&frames::tcp4(
+        &[],
+        frames::CLIENT4,
+        frames::SERVER4,
+        &t1,
+        first,
+    ));
+    let flow = k.flow(&key).unwrap();
+    assert_ne!(
+        flow.flags & FLOW_CAPTURING,
+        0,
+        "an unfinished auth header starts capture"
+    );
+    assert_eq!(flow.capture_from, seq.wrapping_add(first.len() as u32));
+    let d = k.delta(|k| {
+        k.egress(&frames::tcp4(
+            &[],
+            frames::CLIENT4,
+            frames::SERVER4,
+            &t2,
+            second,
+        ))
+    });
+    assert_eq!(d["continuations"], 1);
+    let recs = k.records();
+    assert_eq!(recs.len(), 2);
+    assert_eq!(recs[0].header.kind, RECORD_MESSAGE);
+    assert_eq!(recs[1].header.kind, RECORD_CONTINUATION);
+    assert_eq!(&recs[1].payload[..], second);
+    // The daemon's assembler joins the two into one whole message.
+    let mut asm = Assembler::new(16, 65536);
+    let mut out = Vec::new();
+    for r in recs {
+        out.extend(asm.push(r));
+    }
+    let msgs: Vec<_> = out
+        .into_iter()
+        .filter_map(|o| match o {
+            Output::Message(m) => Some(m),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(msgs.len(), 1);
+    assert_eq!(msgs[0].auth.token, TYPE3);
+
+    // The header name itself cut by the segment boundary.
+    let cut = whole.windows(5).position(|w| w == b"Autho").unwrap() + 5;
+    let (first, second) = whole.split_at(cut);
+    let t1 = Tcp::new(40009, BACKEND_PORT, 1, ACK);
+    let t2 = Tcp::new(40009, BACKEND_PORT, 1 + first.len() as u32, ACK | PSH);
+    k.egress(&frames::tcp4(
+        &[],
+        frames::CLIENT4,
+        frames::SERVER4,
+        &t1,
+        first,
+    ));
+    k.egress(&frames::tcp4(
+        &[],
+        frames::CLIENT4,
+        frames::SERVER4,
+        &t2,
+        second,
+    ));
+    let recs = k.records();
+    assert_eq!(
+        recs.len(),
+        2,
+        "the cut name and its continuation are both delivered"
+    );
+    let mut asm = Assembler::new(16, 65536);
+    let joined: Vec<_> = recs.into_iter().flat_map(|r| asm.push(r)).collect();
+    assert!(
+        matches!(&joined[..], [Output::Message(m)] if m.auth.token == TYPE3),
+        "{joined:?}"
+    );
+}
+
+#[test]
+fn lifecycle_syn_generation_and_close_record() {
+    let Some(mut k) = kernel("lifecycle_syn_generation_and_close_record") else {
+        return;
+    };
+    let key = key4(frames::CLIENT4, 40010, frames::SERVER4, BACKEND_PORT);
+    let syn = Tcp::new(40010, BACKEND_PORT, 100, SYN);
+    let d = k.delta(|k| {
+        k.egress(&frames::tcp4(
+            &[],
+            frames::CLIENT4,
+            frames::SERVER4,
+            &syn,
+            &[],
+        ))
+    });
+    assert_eq!(
+        d,
+        counts(&[("packets", 1), ("tracked", 1), ("flow_new", 1)])
+    );
+    let g1 = k.flow(&key).unwrap().generation;
+    let payload = frames::request(0, &format!("Authorization: NTLM {TYPE1}"));
+    let data = Tcp::new(40010, BACKEND_PORT, 101, ACK | PSH);
+    k.egress(&frames::tcp4(
+        &[],
+        frames::CLIENT4,
+        frames::SERVER4,
+        &data,
+        &payload,
+    ));
+    assert_eq!(k.records()[0].header.generation, g1);
+    let fin = Tcp::new(40010, BACKEND_PORT, 101 + payload.len() as u32, FIN | ACK);
+    let frame = frames::tcp4(&[], frames::CLIENT4, frames::SERVER4, &fin, &[]);
+    let d = k.delta(|k| {
+        k.egress(&frame);
+        k.egress(&frame); // a retransmitted FIN is not a second close
+    });
+    assert_eq!(d["closes"], 1);
+    let recs = k.records();
+    assert_eq!(recs.len(), 1);
+    assert_eq!(
+        (recs[0].header.kind, recs[0].header.generation),
+        (RECORD_CLOSE, g1)
+    );
+    assert_ne!(k.flow(&key).unwrap().flags & FLOW_CLOSED, 0);
+    // The same 5-tuple reused: a new SYN is a new generation.
+    std::thread::sleep(std::time::Duration::from_millis(1));
+    k.egress(&frames::tcp4(
+        &[],
+        frames::CLIENT4,
+        frames::SERVER4,
+        &syn,
+        &[],
+    ));
+    let f2 = k.flow(&key).unwrap();
+    assert!(f2.generation > g1);
+    assert_eq!(f2.flags & (FLOW_CLOSED | FLOW_NTLM_SEEN), 0);
+}
+
+#[test]
+fn hostile_frames_pass_and_are_counted() {
+    let Some(mut k) = kernel("hostile_frames_pass_and_are_counted") else {
+        return;
+    };
+    let payload = frames::request(0, &format!("Authorization: NTLM {TYPE1}"));
+    let tcp = Tcp::new(40011, BACKEND_PORT, 1, ACK | PSH);
+    let good = frames::tcp4(&[], frames::CLIENT4, frames::SERVER4, &tcp, &payload);
+    let mut cases: Vec<(&str, Vec<u8>)> = Vec::new();
+    // Ethernet header only, and an IPv4 header cut short.
+    cases.push(("ethernet header and one byte", good[..15].to_vec()));
+    cases.push(("truncated ip header", good[..14 + 10].to_vec()));
+    // IHL below 5 and IHL pointing past the packet.
+    let mut f = good.clone();
+    f[14] = 0x43;
+    cases.push(("ihl 3", f));
+    let mut f = good[..14 + 20 + 10].to_vec();
+    f[14] = 0x4f;
+    cases.push(("ihl 15 on a short packet", f));
+    // TCP data offset below 5, and past the end of the packet.
+    let mut bad = tcp.clone();
+    bad.data_offset = Some(2);
+    cases.push((
+        "data offset 2",
+        frames::tcp4(&[], frames::CLIENT4, frames::SERVER4, &bad, &payload),
+    ));
+    bad.data_offset = Some(15);
+    cases.push((
+        "data offset past the end",
+        frames::tcp4(&[], frames::CLIENT4, frames::SERVER4, &bad, &[]),
+    ));
+    // A TCP header cut short (payload shorter than the header).
+    cases.push(("tcp header cut", good[..14 + 20 + 12].to_vec()));
+    // IPv4 total length shorter than its own header.
+    let mut f = good.clone();
+    f[16] = 0;
+    f[17] = 10;
+    cases.push(("total length < ihl", f));
+    // An IPv6 header cut short.
+    let v6 = frames::tcp6(frames::CLIENT6, frames::SERVER6, &[], &tcp, &payload);
+    cases.push(("truncated ipv6", v6[..14 + 30].to_vec()));
+    for (what, frame) in &cases {
+        let d = k.delta(|k| k.ingress(frame));
+        assert_eq!(
+            d,
+            counts(&[("packets", 1), ("parse_bail", 1)]),
+            "XDP: {what}"
+        );
+        let mut tc_ran = false;
+        let d = k.delta(|k| {
+            if let Ok(verdict) = k.try_tc(frame) {
+                assert_eq!(verdict, TC_ACT_OK, "{what}");
+                tc_ran = true;
+            }
+        });
+        if tc_ran {
+            assert_eq!(
+                d,
+                counts(&[("packets", 1), ("parse_bail", 1)]),
+                "TC: {what}"
+            );
+        }
+    }
+    // Zero payload on a tracked flow: tracked, nothing scanned.
+    let ack = Tcp::new(40011, BACKEND_PORT, 1, ACK);
+    let d = k.delta(|k| {
+        k.egress(&frames::tcp4(
+            &[],
+            frames::CLIENT4,
+            frames::SERVER4,
+            &ack,
+            &[],
+        ))
+    });
+    assert_eq!(d.get("scanned"), None);
+    // Ethernet padding after a short IPv4 packet is not payload.
+    let mut padded = frames::tcp4(&[], frames::CLIENT4, frames::SERVER4, &ack, &[]);
+    padded.extend_from_slice(&[0u8; 6]);
+    let d = k.delta(|k| k.egress(&padded));
+    assert_eq!(d.get("scanned"), None, "padding must not be scanned");
+    assert!(k.records().is_empty());
+}
+
+#[test]
+fn ring_buffer_overflow_is_counted_and_traffic_still_passes() {
+    if !support::privileged("ring_buffer_overflow_is_counted_and_traffic_still_passes") {
+        return;
+    }
+    let cfg = TrackerConfig {
+        ring_bytes: 4096,
+        ..config()
+    };
+    let mut tracker = Tracker::load(&cfg).unwrap();
+    let payload = frames::request(0, &format!("Authorization: NTLM {TYPE3}"));
+    let tcp = Tcp::new(40012, BACKEND_PORT, 1, ACK | PSH);
+    let frame = frames::tcp4(&[], frames::CLIENT4, frames::SERVER4, &tcp, &payload);
+    let p: &mut SchedClassifier = tracker
+        .ebpf_mut()
+        .program_mut(TC_PROGRAM)
+        .unwrap()
+        .try_into()
+        .unwrap();
+    for _ in 0..50 {
+        let r = p
+            .test_run(TestRunOptions {
+                data_in: Some(&frame),
+                ..TestRunOptions::default()
+            })
+            .unwrap();
+        assert_eq!(r.return_value, TC_ACT_OK);
+    }
+    let stats: HashMap<_, _> = tracker.stats().unwrap().into_iter().collect();
+    assert_eq!(stats["matched"], 50);
+    assert!(stats["ringbuf_full"] > 0, "{stats:?}");
+    assert_eq!(stats["events"] + stats["ringbuf_full"], 50);
+}
+
+/// A first per-packet cost figure (printed, not asserted: the benchmark harness owns targets).
+#[test]
+fn per_packet_cost_first_figure() {
+    let Some(mut k) = kernel("per_packet_cost_first_figure") else {
+        return;
+    };
+    let untracked = frames::tcp4(
+        &[],
+        frames::CLIENT4,
+        [10, 0, 0, 1],
+        &Tcp::new(40013, 443, 1, ACK | PSH),
+        &[0u8; 100],
+    );
+    let payload = frames::request(10, &format!("Authorization: NTLM {TYPE3}"));
+    let ntlm = frames::tcp4(
+        &[],
+        frames::CLIENT4,
+        frames::SERVER4,
+        &Tcp::new(40013, BACKEND_PORT, 1, ACK | PSH),
+        &payload,
+    );
+    let plain = frames::tcp4(
+        &[],
+        frames::CLIENT4,
+        frames::SERVER4,
+        &Tcp::new(40013, BACKEND_PORT, 1, ACK | PSH),
+        &frames::request(20, "Accept: */*"),
+    );
+    let repeat = 20_000;
+    for (name, frame) in [
+        ("untracked", &untracked),
+        ("tracked http, no auth", &plain),
+        ("ntlm type-3 + event", &ntlm),
+    ] {
+        let p: &mut Xdp = k
+            .tracker
+            .ebpf_mut()
+            .program_mut(XDP_PROGRAM)
+            .unwrap()
+            .try_into()
+            .unwrap();
+        let r = p
+            .test_run(TestRunOptions {
+                data_in: Some(frame),
+                repeat,
+                ..TestRunOptions::default()
+            })
+            .unwrap();
+        assert_eq!(r.return_value, XDP_PASS);
+        println!(
+            "xdp per-packet cost, {name} ({} bytes): {} ns",
+            frame.len(),
+            r.duration.as_nanos()
+        );
+        k.drain();
+    }
+}
+
+#[test]
+fn http_heads_follow_a_connection_that_carried_ntlm() {
+    let Some(mut k) = kernel("http_heads_follow_a_connection_that_carried_ntlm") else {
+        return;
+    };
+    let c = frames::CLIENT4;
+    let s = frames::SERVER4;
+    let up = |seq: u32| Tcp::new(40020, BACKEND_PORT, seq, ACK | PSH);
+    let down = |seq: u32| Tcp::new(BACKEND_PORT, 40020, seq, ACK | PSH);
+    // Before any NTLM on the connection, plain heads are not delivered.
+    let plain = b"GET / HTTP/1.1\r\nHost: x\r\n\r\n";
+    k.egress(&frames::tcp4(&[], c, s, &up(1), plain));
+    k.ingress(&frames::tcp4(
+        &[],
+        s,
+        c,
+        &down(1),
+        b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n",
+    ));
+    assert!(k.records().is_empty());
+    // Handshake; then the 200 answering the Type-3 carries no auth header but is delivered.
+    k.egress(&frames::tcp4(
+        &[],
+        c,
+        s,
+        &up(100),
+        &frames::request(0, &format!("Authorization: NTLM {TYPE1}")),
+    ));
+    k.ingress(&frames::tcp4(
+        &[],
+        s,
+        c,
+        &down(100),
+        &frames::response(&format!("WWW-Authenticate: NTLM {TYPE2}")),
+    ));
+    k.egress(&frames::tcp4(
+        &[],
+        c,
+        s,
+        &up(200),
+        &frames::request(0, &format!("Authorization: NTLM {TYPE3}")),
+    ));
+    let ok = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok";
+    let next = b"GET /owa/ HTTP/1.1\r\nHost: x\r\nX-Forwarded-For: 198.18.0.99\r\n\r\n";
+    let body = b"<html>lots of body bytes that are no HTTP head</html>";
+    let d = k.delta(|k| {
+        k.ingress(&frames::tcp4(&[], s, c, &down(200), ok));
+        k.egress(&frames::tcp4(&[], c, s, &up(300), next));
+        k.ingress(&frames::tcp4(&[], s, c, &down(300), body));
+    });
+    assert_eq!(d["http_heads"], 2, "{d:?}");
+    let recs = k.records();
+    let kinds: Vec<u8> = recs.iter().map(|r| r.header.kind).collect();
+    assert_eq!(
+        kinds,
+        vec![
+            RECORD_MESSAGE,
+            RECORD_MESSAGE,
+            RECORD_MESSAGE,
+            RECORD_HTTP,
+            RECORD_HTTP
+        ]
+    );
+    assert_eq!(&recs[3].payload[..], ok);
+    assert_eq!(recs[3].header.direction, DIR_INGRESS);
+    assert_eq!(&recs[4].payload[..], next);
+}

@@ -1,0 +1,483 @@
+//! Live tests: the real daemon attached to a veth in a network namespace of our own, real
+//! curl traffic to a listener in a second namespace, NDJSON read from the daemon's stdout,
+//! and nothing left attached after it stops. Addresses from 198.18.0.0/15 only.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod support;
+
+use std::{
+    io::{BufRead, BufReader},
+    path::PathBuf,
+    process::{Child, Command, Stdio},
+    sync::mpsc,
+    time::{Duration, Instant},
+};
+
+use aya::programs::{SchedClassifier, TcAttachType};
+use serde_json::Value;
+
+/// Two namespaces joined by a veth pair; removed on drop (even when the test panics).
+struct Pair {
+    client_ns: String,
+    server_ns: String,
+    client_if: String,
+    servers: Vec<Child>,
+}
+
+const CLIENT_IP: &str = "198.18.200.1";
+const SERVER_IP: &str = "198.18.200.2";
+
+fn sh(args: &[&str]) {
+    let out = Command::new(args[0]).args(&args[1..]).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+impl Pair {
+    fn new(tag: &str) -> Self {
+        let id = std::process::id() % 100_000;
+        let client_ns = format!("nta-t{tag}c{id}");
+        let server_ns = format!("nta-t{tag}s{id}");
+        let client_if = format!("nta{tag}{id}");
+        let server_if = format!("nta{tag}{id}p");
+        for ns in [&client_ns, &server_ns] {
+            let _ = Command::new("ip").args(["netns", "del", ns]).status();
+            sh(&["ip", "netns", "add", ns]);
+        }
+        let p = Self {
+            client_ns,
+            server_ns,
+            client_if,
+            servers: Vec::new(),
+        };
+        sh(&[
+            "ip",
+            "-n",
+            &p.client_ns,
+            "link",
+            "add",
+            &p.client_if,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            &server_if,
+            "netns",
+            &p.server_ns,
+        ]);
+        sh(&[
+            "ip",
+            "-n",
+            &p.client_ns,
+            "addr",
+            "add",
+            &format!("{CLIENT_IP}/30"),
+            "dev",
+            &p.client_if,
+        ]);
+        sh(&[
+            "ip",
+            "-n",
+            &p.server_ns,
+            "addr",
+            "add",
+            &format!("{SERVER_IP}/30"),
+            "dev",
+            &server_if,
+        ]);
+        for (ns, dev) in [(&p.client_ns, &p.client_if), (&p.server_ns, &server_if)] {
+            sh(&["ip", "-n", ns, "link", "set", dev, "up"]);
+            sh(&["ip", "-n", ns, "link", "set", "lo", "up"]);
+        }
+        p
+    }
+
+    fn exec(&self, ns: &str) -> Command {
+        let mut c = Command::new("ip");
+        c.args(["netns", "exec", ns]);
+        c
+    }
+
+    /// A plain HTTP listener on the server side (answers 200 or 501: all we need is traffic).
+    fn listen(&mut self) {
+        let child = self
+            .exec(&self.server_ns.clone())
+            .args(["python3", "-m", "http.server", "80", "--bind", SERVER_IP])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        self.servers.push(child);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            let ok = self
+                .exec(&self.client_ns)
+                .args([
+                    "curl",
+                    "-s",
+                    "-o",
+                    "/dev/null",
+                    &format!("http://{SERVER_IP}/"),
+                ])
+                .status()
+                .unwrap()
+                .success();
+            if ok {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        panic!("the listener in {} did not come up", self.server_ns);
+    }
+
+    fn curl(&self, args: &[&str]) {
+        let status = self
+            .exec(&self.client_ns)
+            .args(["curl", "-s", "-o", "/dev/null", "--max-time", "5"])
+            .args(args)
+            .arg(format!("http://{SERVER_IP}/ews/exchange.asmx"))
+            .status()
+            .unwrap();
+        assert!(status.success(), "curl {args:?}");
+    }
+
+    /// Programs attached to the client interface: XDP (from `ip -d link`) and tcx egress
+    /// (queried from inside the namespace).
+    fn attached(&self) -> (bool, usize) {
+        let out = self
+            .exec(&self.client_ns)
+            .args(["ip", "-d", "link", "show", "dev", &self.client_if])
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).to_string();
+        let xdp =
+            text.contains("prog/xdp") || text.contains("xdpgeneric") || text.contains(" xdp ");
+        let ns = self.client_ns.clone();
+        let iface = self.client_if.clone();
+        let tcx = std::thread::spawn(move || {
+            let f = std::fs::File::open(format!("/run/netns/{ns}")).unwrap();
+            use std::os::fd::AsRawFd;
+            // Only this thread enters the namespace.
+            assert_eq!(unsafe { libc::setns(f.as_raw_fd(), libc::CLONE_NEWNET) }, 0);
+            SchedClassifier::query_tcx(&iface, TcAttachType::Egress)
+                .unwrap()
+                .1
+                .len()
+        })
+        .join()
+        .unwrap();
+        (xdp, tcx)
+    }
+}
+
+impl Drop for Pair {
+    fn drop(&mut self) {
+        for c in &mut self.servers {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        for ns in [&self.client_ns, &self.server_ns] {
+            let _ = Command::new("ip").args(["netns", "del", ns]).status();
+        }
+    }
+}
+
+fn tracker_bin() -> PathBuf {
+    if let Ok(p) = std::env::var("NTA_TRACKER_BIN") {
+        return PathBuf::from(p);
+    }
+    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/debug/ntlm-affinity");
+    assert!(
+        p.exists(),
+        "{} missing: run `cargo build -p tracker-user` (or `cargo xtask test`)",
+        p.display()
+    );
+    p
+}
+
+/// The daemon running in the client namespace, its stdout lines on a channel.
+struct Daemon {
+    child: Child,
+    lines: mpsc::Receiver<String>,
+    stderr: mpsc::Receiver<String>,
+}
+
+impl Daemon {
+    fn start(pair: &Pair, extra: &[&str]) -> Self {
+        let mut child = pair
+            .exec(&pair.client_ns)
+            .arg(tracker_bin())
+            .args(["run", "--iface", &pair.client_if, "--stats-interval", "0"])
+            .args(extra)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let (tx, lines) = mpsc::channel();
+        let out = child.stdout.take().unwrap();
+        std::thread::spawn(move || {
+            for l in BufReader::new(out).lines().map_while(Result::ok) {
+                let _ = tx.send(l);
+            }
+        });
+        let (etx, stderr) = mpsc::channel();
+        let err = child.stderr.take().unwrap();
+        std::thread::spawn(move || {
+            for l in BufReader::new(err).lines().map_while(Result::ok) {
+                eprintln!("daemon: {l}");
+                let _ = etx.send(l);
+            }
+        });
+        Self {
+            child,
+            lines,
+            stderr,
+        }
+    }
+
+    /// Waits for the "attached" line (verification takes a few seconds).
+    fn wait_attached(&self) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while let Ok(l) = self
+            .stderr
+            .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+        {
+            if l.contains("attached to") {
+                return;
+            }
+        }
+        panic!("the daemon did not attach");
+    }
+
+    /// Collects NDJSON objects until `want` says enough or the timeout passes.
+    fn collect(&self, timeout: Duration, want: impl Fn(&[Value]) -> bool) -> Vec<Value> {
+        let deadline = Instant::now() + timeout;
+        let mut got = Vec::new();
+        while !want(&got) {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(l) => got.push(
+                    serde_json::from_str(&l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")),
+                ),
+                Err(_) => break,
+            }
+        }
+        got
+    }
+
+    fn interrupt(&mut self) -> std::process::ExitStatus {
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGINT) };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Some(s) = self.child.try_wait().unwrap() {
+                return s;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the daemon did not stop on SIGINT"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn messages(events: &[Value]) -> Vec<&Value> {
+    events
+        .iter()
+        .filter(|e| e["event"]["action"] == "ntlm_message")
+        .collect()
+}
+
+#[test]
+fn live_curl_ntlm_is_reported_and_nothing_stays_attached() {
+    if !support::privileged("live_curl_ntlm_is_reported_and_nothing_stays_attached") {
+        return;
+    }
+    let mut pair = Pair::new("a");
+    pair.listen();
+    let mut d = Daemon::start(&pair, &["--backend", "198.18.200.0/30:80"]);
+    d.wait_attached();
+    assert_eq!(
+        pair.attached(),
+        (true, 1),
+        "XDP and one tcx egress program while running"
+    );
+    pair.curl(&["--ntlm", "-u", "LAB\\alice:Passw0rd!"]);
+    let type3 = "TlRMTVNTUAADAAAAGAAYAEAAAAAYABgAWAAAAAAAAAAAAAAAAAAAAA==";
+    pair.curl(&["-H", &format!("Authorization: Negotiate {type3}")]);
+    let events = d.collect(Duration::from_secs(10), |e| messages(e).len() >= 2);
+    let msgs = messages(&events);
+    assert_eq!(msgs.len(), 2, "{events:#?}");
+    let m = msgs[0];
+    assert_eq!(m["ntlm"]["message_type"], "negotiate");
+    assert_eq!(m["ntlm"]["header"], "Authorization");
+    assert_eq!(m["ntlm"]["scheme"], "NTLM");
+    assert_eq!(m["ntlm"]["mechanism"], "ntlm");
+    assert_eq!(m["http"]["request"]["method"], "GET");
+    assert_eq!(m["url"]["path"], "/ews/exchange.asmx");
+    assert_eq!(m["source"]["ip"], CLIENT_IP);
+    assert_eq!(m["destination"]["ip"], SERVER_IP);
+    assert_eq!(m["destination"]["port"], 80);
+    assert_eq!(m["observer"]["ingress_or_egress"], "egress");
+    assert_eq!(m["observer"]["interface"], pair.client_if.as_str());
+    let m = msgs[1];
+    assert_eq!(
+        (
+            m["ntlm"]["scheme"].as_str(),
+            m["ntlm"]["message_type"].as_str()
+        ),
+        (Some("Negotiate"), Some("authenticate"))
+    );
+    // No token bytes in any event.
+    for e in &events {
+        let s = e.to_string();
+        assert!(
+            !s.contains("TlRMTVNT"),
+            "a raw token leaked into an event: {s}"
+        );
+    }
+    let status = d.interrupt();
+    assert!(status.success(), "exit status {status}");
+    let rest = d.collect(Duration::from_secs(2), |_| false);
+    assert!(
+        rest.iter().any(|e| e["event"]["action"] == "tracker_stats"),
+        "final stats record: {rest:?}"
+    );
+    assert_eq!(
+        pair.attached(),
+        (false, 0),
+        "nothing stays attached after SIGINT"
+    );
+}
+
+#[test]
+fn bad_input_gives_one_clear_error_and_leaves_nothing() {
+    if !support::privileged("bad_input_gives_one_clear_error_and_leaves_nothing") {
+        return;
+    }
+    let pair = Pair::new("b");
+    let run = |args: &[&str]| {
+        let out = pair
+            .exec(&pair.client_ns)
+            .arg(tracker_bin())
+            .args(args)
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr).to_string(),
+        )
+    };
+    let (code, err) = run(&[
+        "run",
+        "--iface",
+        "nosuchif0",
+        "--backend",
+        "198.18.200.0/30:80",
+    ]);
+    assert_eq!(code, Some(1));
+    assert!(err.contains("no interface named `nosuchif0`"), "{err}");
+    let (code, err) = run(&[
+        "run",
+        "--iface",
+        &pair.client_if,
+        "--backend",
+        "198.18.200.0/33:80",
+    ]);
+    assert_eq!(code, Some(2));
+    assert!(err.contains("longer than /32"), "{err}");
+    let (code, err) = run(&[
+        "run",
+        "--iface",
+        &pair.client_if,
+        "--backend",
+        "198.18.200.0/30:http",
+    ]);
+    assert_eq!(code, Some(2));
+    assert!(err.contains("port is not a number"), "{err}");
+    let (code, err) = run(&["run", "--iface", &pair.client_if]);
+    assert_eq!(code, Some(1));
+    assert!(err.contains("nothing to track"), "{err}");
+
+    // Without privileges: the error names the missing capabilities.
+    let out = pair
+        .exec(&pair.client_ns)
+        .args([
+            "setpriv",
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            "--inh-caps=-all",
+            "--bounding-set=-all",
+        ])
+        .arg(tracker_bin())
+        .args([
+            "run",
+            "--iface",
+            &pair.client_if,
+            "--backend",
+            "198.18.200.0/30:80",
+        ])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("CAP_BPF") && err.contains("setcap"), "{err}");
+    assert_eq!(err.trim().lines().count(), 1, "one line: {err}");
+
+    // Someone else's XDP program on the interface: refused, theirs untouched, ours not left.
+    let mut first = Daemon::start(&pair, &["--backend", "198.18.200.0/30:80"]);
+    first.wait_attached();
+    let (code, err) = run(&[
+        "run",
+        "--iface",
+        &pair.client_if,
+        "--backend",
+        "198.18.200.0/30:80",
+    ]);
+    assert_eq!(code, Some(1));
+    assert!(err.contains("already has an XDP program"), "{err}");
+    assert_eq!(
+        pair.attached(),
+        (true, 1),
+        "the first daemon's programs only"
+    );
+    assert!(first.interrupt().success());
+    assert_eq!(pair.attached(), (false, 0));
+
+    // `check` names what is wrong with an interface, with a fix.
+    let out = pair
+        .exec(&pair.client_ns)
+        .arg(tracker_bin())
+        .args(["check", "--iface", "nosuchif0"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(
+        text.contains("FAIL interface nosuchif0") && text.contains("fix:"),
+        "{text}"
+    );
+    let out = pair
+        .exec(&pair.client_ns)
+        .arg(tracker_bin())
+        .args(["check", "--iface", &pair.client_if])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    assert!(
+        text.contains("ok   capabilities") && text.contains("ok   kernel"),
+        "{text}"
+    );
+}
