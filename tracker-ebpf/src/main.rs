@@ -124,6 +124,18 @@ pub fn ntlm_egress(ctx: TcContext) -> i32 {
     TC_ACT_OK
 }
 
+/// Baselines for the benchmark harness: the same program types, loaded the same way, doing
+/// nothing. Per-packet cost is reported as a ratio against them.
+#[xdp]
+pub fn pass_xdp(_ctx: XdpContext) -> u32 {
+    xdp_action::XDP_PASS
+}
+
+#[classifier]
+pub fn pass_tc(_ctx: TcContext) -> i32 {
+    TC_ACT_OK
+}
+
 #[inline(always)]
 fn count(idx: u32) {
     if let Some(c) = STATS.get_ptr_mut(idx) {

@@ -25,6 +25,9 @@ use crate::{check, endpoint::Backend};
 
 pub const XDP_PROGRAM: &str = "ntlm_ingress";
 pub const TC_PROGRAM: &str = "ntlm_egress";
+/// Do-nothing programs of the same types, the benchmark harness's baseline.
+pub const XDP_BASELINE: &str = "pass_xdp";
+pub const TC_BASELINE: &str = "pass_tc";
 
 /// The eBPF object built by build.rs, embedded so the daemon is one self-contained binary.
 pub fn ebpf_object() -> &'static [u8] {
