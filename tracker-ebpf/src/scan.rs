@@ -29,6 +29,8 @@ pub struct Found {
 
 #[repr(C)]
 struct ScanCtx {
+    /// The scratch buffer's data (a map value pointer, looked up once per packet).
+    data: *const u8,
     len: u32,
     /// Where the next newline search starts.
     pos: u32,
@@ -113,6 +115,10 @@ fn match_line(data: *const u8, line: u32, c: &mut ScanCtx) {
         } else {
             return;
         };
+    // The longer names were compared past the 18 bytes known to be there.
+    if line + name_len > len {
+        return;
+    }
     let mut v = line + name_len;
     // Optional whitespace after the colon.
     for _ in 0..2 {
@@ -198,7 +204,11 @@ fn at_line(data: *const u8, line: u32, c: &mut ScanCtx) -> i64 {
         c.ended = 1;
         return 1;
     }
-    match_line(data, line, c);
+    // Only lines starting like "authorization", "www-authenticate" or "proxy-…" can match.
+    let f = first | 0x20;
+    if f == b'a' || f == b'w' || f == b'p' {
+        match_line(data, line, c);
+    }
     0
 }
 
@@ -230,9 +240,7 @@ fn lowest_byte(t: u64) -> u32 {
 /// `pos`, so `len` calls always suffice.
 extern "C" fn step(_index: u64, ctx: *mut c_void) -> i64 {
     let c = unsafe { &mut *(ctx as *mut ScanCtx) };
-    let Some(data) = data_ptr() else {
-        return 1;
-    };
+    let data = c.data;
     let pos = c.pos;
     if pos >= c.len {
         return 1;
@@ -255,7 +263,19 @@ extern "C" fn step(_index: u64, ctx: *mut c_void) -> i64 {
 /// Scans the first `len` bytes of the scratch buffer.
 #[inline(always)]
 pub fn scan(len: u32) -> Found {
+    let Some(data) = data_ptr() else {
+        return Found {
+            matched: false,
+            line_complete: false,
+            partial_name_at_end: false,
+            header: 0,
+            scheme: 0,
+            token: 0,
+            value_offset: 0,
+        };
+    };
     let mut c = ScanCtx {
+        data,
         len,
         pos: 0,
         line: 0,
@@ -276,9 +296,6 @@ pub fn scan(len: u32) -> Found {
         scheme: 0,
         token: 0,
         value_offset: 0,
-    };
-    let Some(data) = data_ptr() else {
-        return found;
     };
     // A segment may begin with a header line (the block continues from an earlier segment).
     match_line(data, 0, &mut c);
