@@ -24,7 +24,7 @@ use tracker_common::{
 use tracker_user::{
     endpoint::Backend,
     loader::{TC_PROGRAM, Tracker, TrackerConfig, XDP_PROGRAM},
-    messages::{Assembler, Output},
+    pipeline::{self, Output, Pipeline},
     record::Record,
 };
 
@@ -562,21 +562,8 @@ fn header_split_over_two_segments_is_captured_by_sequence() {
     assert_eq!(recs[0].header.kind, RECORD_MESSAGE);
     assert_eq!(recs[1].header.kind, RECORD_CONTINUATION);
     assert_eq!(&recs[1].payload[..], second);
-    // The daemon's assembler joins the two into one whole message.
-    let mut asm = Assembler::new(16, 65536);
-    let mut out = Vec::new();
-    for r in recs {
-        out.extend(asm.push(r));
-    }
-    let msgs: Vec<_> = out
-        .into_iter()
-        .filter_map(|o| match o {
-            Output::Message(m) => Some(m),
-            _ => None,
-        })
-        .collect();
-    assert_eq!(msgs.len(), 1);
-    assert_eq!(msgs[0].auth.token, TYPE3);
+    // The daemon's pipeline joins the two into one whole message.
+    assert_joined_type3(recs);
 
     // The header name itself cut by the segment boundary.
     let cut = whole.windows(5).position(|w| w == b"Autho").unwrap() + 5;
@@ -603,11 +590,34 @@ fn header_split_over_two_segments_is_captured_by_sequence() {
         2,
         "the cut name and its continuation are both delivered"
     );
-    let mut asm = Assembler::new(16, 65536);
-    let joined: Vec<_> = recs.into_iter().flat_map(|r| asm.push(r)).collect();
-    assert!(
-        matches!(&joined[..], [Output::Message(m)] if m.auth.token == TYPE3),
-        "{joined:?}"
+    assert_joined_type3(recs);
+}
+
+/// Feeds records to the daemon's pipeline and expects exactly one whole Type-3 message.
+fn assert_joined_type3(recs: Vec<Record>) {
+    let mut p = Pipeline::new(pipeline::Config {
+        messages: true,
+        ..Default::default()
+    });
+    let mut out = Vec::new();
+    for r in recs {
+        p.push(r, &mut out);
+    }
+    let msgs: Vec<_> = out
+        .into_iter()
+        .filter_map(|o| match o {
+            Output::Message(m) => Some(m),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(msgs.len(), 1, "{msgs:?}");
+    assert_eq!(
+        msgs[0].token.prefix,
+        tracker_ntlm::TokenKind::NtlmAuthenticate
+    );
+    assert_eq!(
+        msgs[0].token.token_len, 40,
+        "the whole token, from both segments"
     );
 }
 

@@ -211,6 +211,8 @@ impl Daemon {
             .exec(&pair.client_ns)
             .arg(tracker_bin())
             .args(["run", "--iface", &pair.client_if, "--stats-interval", "0"])
+            // Raw message records are behind --messages since verdicts came (issue 5).
+            .arg("--messages")
             .args(extra)
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())

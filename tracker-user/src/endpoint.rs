@@ -30,6 +30,40 @@ impl Backend {
     }
 }
 
+impl Backend {
+    /// Whether `addr` is a server of this pool (IPv4-mapped IPv6 addresses count as IPv4).
+    pub fn contains(&self, addr: std::net::SocketAddr) -> bool {
+        if addr.port() != self.port {
+            return false;
+        }
+        let ip = match addr.ip() {
+            IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(IpAddr::V6(v6), IpAddr::V4),
+            v4 => v4,
+        };
+        match (self.addr, ip) {
+            (IpAddr::V4(net), IpAddr::V4(a)) => {
+                let bits = u32::from(self.prefix.min(32));
+                let mask = if bits == 0 {
+                    0
+                } else {
+                    u32::MAX << (32 - bits)
+                };
+                u32::from(net) & mask == u32::from(a) & mask
+            }
+            (IpAddr::V6(net), IpAddr::V6(a)) => {
+                let bits = u32::from(self.prefix.min(128));
+                let mask = if bits == 0 {
+                    0
+                } else {
+                    u128::MAX << (128 - bits)
+                };
+                u128::from(net) & mask == u128::from(a) & mask
+            }
+            _ => false,
+        }
+    }
+}
+
 impl fmt::Display for Backend {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self.addr {
@@ -99,6 +133,10 @@ mod tests {
         let v6: Backend = "[2001:db8::/64]:80".parse().unwrap();
         assert_eq!(v6.lpm_key().0, 16 + 64);
         assert_eq!(v6.to_string(), "[2001:db8::/64]:80");
+        assert!(b.contains("198.18.1.77:80".parse().unwrap()));
+        assert!(!b.contains("198.18.2.77:80".parse().unwrap()));
+        assert!(!b.contains("198.18.1.77:81".parse().unwrap()));
+        assert!(v6.contains("[2001:db8::5]:80".parse().unwrap()));
     }
 
     #[test]

@@ -1,6 +1,8 @@
-//! Just enough HTTP/1.x header reading to name what a captured segment carries: the start
-//! line and every NTLM/Negotiate auth header. Full request/response parsing comes with the
-//! reassembly stage.
+//! HTTP/1.x request and response heads, read with `httparse`: the start line, the auth
+//! headers (every NTLM/Negotiate credential or challenge), `Connection:` and the version,
+//! `X-Forwarded-For`, a configurable client-port header, `Persistent-Auth` and the body length.
+//! A head that the kernel delivered from its middle (the segment that carried its start line
+//! was not copied) is read line by line, without a start line.
 
 /// Start line of a request or a response.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -8,6 +10,7 @@ pub enum StartLine {
     Request {
         method: String,
         target: String,
+        /// `HTTP/1.x`.
         version: String,
     },
     Response {
@@ -16,173 +19,336 @@ pub enum StartLine {
     },
 }
 
-/// The four headers that carry NTLM/Negotiate tokens (RFC 4559, RFC 7235).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum AuthHeaderName {
-    Authorization,
-    WwwAuthenticate,
-    ProxyAuthorization,
-    ProxyAuthenticate,
-}
-
-impl AuthHeaderName {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Authorization => "Authorization",
-            Self::WwwAuthenticate => "WWW-Authenticate",
-            Self::ProxyAuthorization => "Proxy-Authorization",
-            Self::ProxyAuthenticate => "Proxy-Authenticate",
-        }
-    }
-
-    fn from_name(name: &str) -> Option<Self> {
-        [
-            Self::Authorization,
-            Self::WwwAuthenticate,
-            Self::ProxyAuthorization,
-            Self::ProxyAuthenticate,
-        ]
-        .into_iter()
-        .find(|h| h.as_str().eq_ignore_ascii_case(name))
-    }
-
-    pub fn from_kernel(code: u8) -> Option<Self> {
-        match code {
-            tracker_common::HDR_AUTHORIZATION => Some(Self::Authorization),
-            tracker_common::HDR_WWW_AUTHENTICATE => Some(Self::WwwAuthenticate),
-            tracker_common::HDR_PROXY_AUTHORIZATION => Some(Self::ProxyAuthorization),
-            tracker_common::HDR_PROXY_AUTHENTICATE => Some(Self::ProxyAuthenticate),
-            _ => None,
-        }
-    }
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Scheme {
-    Ntlm,
-    Negotiate,
-}
-
-impl Scheme {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Ntlm => "NTLM",
-            Self::Negotiate => "Negotiate",
-        }
-    }
-}
-
-/// An NTLM/Negotiate auth header. `token` is the raw base64 value: it may carry credential
-/// material, so it is only ever decoded in memory, never printed.
+/// An NTLM/Negotiate-capable auth header line. `value` may carry credential material: it is
+/// decoded in memory and never printed (the `Debug` shows only its length).
 #[derive(Clone, PartialEq, Eq)]
-pub struct AuthHeader {
-    pub name: AuthHeaderName,
-    pub scheme: Scheme,
-    pub token: String,
-    /// Byte offset of the header line in the block.
-    pub offset: usize,
-    /// False when the line was cut by the end of the captured bytes.
-    pub complete: bool,
+pub struct AuthLine {
+    pub name: tracker_ntlm::HeaderName,
+    pub value: String,
 }
 
-impl std::fmt::Debug for AuthHeader {
+impl std::fmt::Debug for AuthLine {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("AuthHeader")
+        f.debug_struct("AuthLine")
             .field("name", &self.name)
-            .field("scheme", &self.scheme)
-            .field("token_len", &self.token.len())
-            .field("offset", &self.offset)
-            .field("complete", &self.complete)
+            .field("value_len", &self.value.len())
             .finish()
     }
 }
 
+/// What the pipeline needs from one request or response head.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct HeaderBlock {
+pub struct Head {
+    /// `None` when the head was read from its middle.
     pub start: Option<StartLine>,
-    pub auth: Vec<AuthHeader>,
-    /// A blank line ended the header block inside these bytes.
-    pub ended: bool,
-    /// Offset of a last line cut by the end of the bytes (it may continue in the next segment).
-    pub partial_tail: Option<usize>,
+    /// Auth headers whose value names NTLM or Negotiate (other schemes are not kept).
+    pub auth: Vec<AuthLine>,
+    /// `Connection: close` was present.
+    pub connection_close: bool,
+    /// `Connection: keep-alive` was present.
+    pub keep_alive: bool,
+    /// The last element of `X-Forwarded-For` (the one the balancer added).
+    pub forwarded_for: Option<String>,
+    /// Value of the configured client-port header.
+    pub client_port: Option<u16>,
+    /// `Persistent-Auth: true|false`.
+    pub persistent_auth: Option<bool>,
+    pub content_length: Option<u64>,
+    pub chunked: bool,
+    /// Bytes of the head, blank line included.
+    pub len: usize,
+    /// The head was cut by the capture length: only its complete lines were read.
+    pub truncated: bool,
 }
 
-fn parse_start(line: &str) -> Option<StartLine> {
-    let mut parts = line.splitn(3, ' ');
-    let first = parts.next()?;
-    let second = parts.next()?;
-    if first.starts_with("HTTP/") {
-        let status = second.parse().ok()?;
-        return Some(StartLine::Response {
-            version: first.to_string(),
-            status,
-        });
+impl Head {
+    pub fn is_request(&self) -> bool {
+        match &self.start {
+            Some(StartLine::Request { .. }) => true,
+            Some(StartLine::Response { .. }) => false,
+            None => self.auth.iter().any(|a| a.name.is_request()),
+        }
     }
-    let version = parts.next()?.trim();
-    if !version.starts_with("HTTP/") || !first.bytes().all(|b| b.is_ascii_uppercase()) {
+
+    pub fn is_response(&self) -> bool {
+        match &self.start {
+            Some(StartLine::Response { .. }) => true,
+            Some(StartLine::Request { .. }) => false,
+            None => self.auth.iter().any(|a| !a.name.is_request()),
+        }
+    }
+
+    pub fn status(&self) -> Option<u16> {
+        match &self.start {
+            Some(StartLine::Response { status, .. }) => Some(*status),
+            _ => None,
+        }
+    }
+
+    pub fn version(&self) -> Option<&str> {
+        match &self.start {
+            Some(StartLine::Request { version, .. } | StartLine::Response { version, .. }) => {
+                Some(version)
+            }
+            None => None,
+        }
+    }
+
+    /// The connection ends after this message: `Connection: close`, or HTTP/1.0 without
+    /// `keep-alive`.
+    pub fn closes_connection(&self) -> bool {
+        self.connection_close || (self.version() == Some("HTTP/1.0") && !self.keep_alive)
+    }
+}
+
+/// Result of reading the bytes at the start of a stream position.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Parse {
+    Complete(Head),
+    /// A head that needs more bytes.
+    Partial,
+    /// Not the beginning of an HTTP head (body bytes, garbage).
+    NotHttp,
+}
+
+/// Options of the head reader.
+#[derive(Clone, Debug, Default)]
+pub struct Options {
+    /// Lowercase name of a header that carries the client's source port (e.g. `x-client-port`).
+    pub client_port_header: Option<String>,
+}
+
+const MAX_HEADERS: usize = 128;
+
+/// Offset just past the blank line that ends a head (CRLF CRLF or LF LF), if present.
+pub fn head_end(buf: &[u8]) -> Option<usize> {
+    let mut i = 0;
+    while let Some(p) = buf
+        .get(i..)
+        .and_then(|s| s.iter().position(|&b| b == b'\n'))
+    {
+        let nl = i + p;
+        match buf.get(nl + 1) {
+            Some(b'\n') => return Some(nl + 2),
+            Some(b'\r') if buf.get(nl + 2) == Some(&b'\n') => return Some(nl + 3),
+            _ => i = nl + 1,
+        }
+    }
+    None
+}
+
+/// Whether `buf` begins like an HTTP/1.x start line (response `HTTP/` or a request method
+/// token followed by a space).
+pub fn starts_like_http(buf: &[u8]) -> bool {
+    if buf.starts_with(b"HTTP/") {
+        return true;
+    }
+    let m = buf
+        .iter()
+        .take(24)
+        .take_while(|b| b.is_ascii_uppercase() || **b == b'_' || **b == b'-')
+        .count();
+    m >= 3 && buf.get(m) == Some(&b' ')
+}
+
+/// Whether `buf` begins with a header line (`Name: value`), i.e. a head read from its middle.
+fn starts_like_header_line(buf: &[u8]) -> bool {
+    let n = buf
+        .iter()
+        .take(64)
+        .take_while(|b| b.is_ascii_alphanumeric() || **b == b'-' || **b == b'_')
+        .count();
+    n > 0 && buf.get(n) == Some(&b':')
+}
+
+/// Reads the head at the start of `buf`.
+pub fn parse(buf: &[u8], opts: &Options) -> Parse {
+    if buf.is_empty() {
+        return Parse::Partial;
+    }
+    let http = starts_like_http(buf);
+    if !http && !starts_like_header_line(buf) {
+        // A prefix of a start line or a header name may still complete.
+        if buf.len() < 8 && !buf.contains(&b'\n') {
+            return Parse::Partial;
+        }
+        return Parse::NotHttp;
+    }
+    let Some(end) = head_end(buf) else {
+        return Parse::Partial;
+    };
+    let block = &buf[..end];
+    if http {
+        if let Some(head) = parse_httparse(block, opts) {
+            return Parse::Complete(head);
+        }
+    }
+    Parse::Complete(parse_lines(block, opts, false))
+}
+
+/// Reads the complete lines of a head that the capture cut (`truncated` is set).
+pub fn parse_truncated(buf: &[u8], opts: &Options) -> Option<Head> {
+    if !starts_like_http(buf) && !starts_like_header_line(buf) {
         return None;
     }
-    Some(StartLine::Request {
-        method: first.to_string(),
-        target: second.to_string(),
-        version: version.to_string(),
-    })
+    let complete = buf.iter().rposition(|&b| b == b'\n').map_or(0, |p| p + 1);
+    Some(parse_lines(&buf[..complete], opts, true))
 }
 
-/// Reads the header lines of `bytes`, which may start mid-block (a later segment) and may be
-/// cut at the end.
-pub fn parse_block(bytes: &[u8]) -> HeaderBlock {
-    let mut block = HeaderBlock::default();
-    let mut offset = 0;
+fn parse_httparse(block: &[u8], opts: &Options) -> Option<Head> {
+    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut head = Head {
+        len: block.len(),
+        ..Head::default()
+    };
+    if block.starts_with(b"HTTP/") {
+        let mut resp = httparse::Response::new(&mut headers);
+        match resp.parse(block) {
+            Ok(httparse::Status::Complete(_)) => {}
+            _ => return None,
+        }
+        head.start = Some(StartLine::Response {
+            version: format!("HTTP/1.{}", resp.version.unwrap_or(1)),
+            status: resp.code?,
+        });
+        for h in resp.headers.iter() {
+            header(&mut head, h.name, h.value, opts);
+        }
+    } else {
+        let mut req = httparse::Request::new(&mut headers);
+        match req.parse(block) {
+            Ok(httparse::Status::Complete(_)) => {}
+            _ => return None,
+        }
+        head.start = Some(StartLine::Request {
+            method: req.method?.to_string(),
+            target: req.path?.to_string(),
+            version: format!("HTTP/1.{}", req.version.unwrap_or(1)),
+        });
+        for h in req.headers.iter() {
+            header(&mut head, h.name, h.value, opts);
+        }
+    }
+    Some(head)
+}
+
+/// Line-by-line reading: a head without its start line, one httparse rejects (too many
+/// headers, odd bytes), or the complete lines of a truncated head.
+fn parse_lines(block: &[u8], opts: &Options, truncated: bool) -> Head {
+    let mut head = Head {
+        len: block.len(),
+        truncated,
+        ..Head::default()
+    };
     let mut first = true;
-    while offset < bytes.len() {
-        let rest = &bytes[offset..];
-        let (line, complete, next) = match rest.iter().position(|&b| b == b'\n') {
-            Some(i) => (&rest[..i], true, offset + i + 1),
-            None => (rest, false, bytes.len()),
-        };
+    for line in block.split(|&b| b == b'\n') {
         let line = line.strip_suffix(b"\r").unwrap_or(line);
-        if complete && line.is_empty() {
-            block.ended = true;
+        if line.is_empty() {
+            if first {
+                continue;
+            }
             break;
         }
-        if !complete {
-            block.partial_tail = Some(offset);
-        }
-        let text = String::from_utf8_lossy(line);
         if first {
             first = false;
-            if let Some(start) = parse_start(&text) {
-                block.start = Some(start);
-                offset = next;
+            if let Some(start) = start_line(line) {
+                head.start = Some(start);
                 continue;
             }
         }
-        if let Some((name, value)) = text.split_once(':') {
-            if let Some(name) = AuthHeaderName::from_name(name.trim_end()) {
-                let value = value.trim_start_matches([' ', '\t']);
-                let (scheme, token) = value.split_once(' ').unwrap_or((value, ""));
-                let scheme = if scheme.eq_ignore_ascii_case("NTLM") {
-                    Some(Scheme::Ntlm)
-                } else if scheme.eq_ignore_ascii_case("Negotiate") {
-                    Some(Scheme::Negotiate)
-                } else {
-                    None
-                };
-                if let Some(scheme) = scheme {
-                    block.auth.push(AuthHeader {
-                        name,
-                        scheme,
-                        token: token.trim().to_string(),
-                        offset,
-                        complete,
-                    });
-                }
+        if let Some(colon) = line.iter().position(|&b| b == b':') {
+            let name = String::from_utf8_lossy(&line[..colon]);
+            header(&mut head, name.trim_end(), &line[colon + 1..], opts);
+        }
+    }
+    head
+}
+
+fn start_line(line: &[u8]) -> Option<StartLine> {
+    let text = std::str::from_utf8(line).ok()?;
+    let mut parts = text.splitn(3, ' ');
+    let a = parts.next()?;
+    let b = parts.next()?;
+    if a.starts_with("HTTP/") {
+        return Some(StartLine::Response {
+            version: a.to_string(),
+            status: b.parse().ok()?,
+        });
+    }
+    let v = parts.next()?.trim();
+    if !v.starts_with("HTTP/") {
+        return None;
+    }
+    Some(StartLine::Request {
+        method: a.to_string(),
+        target: b.to_string(),
+        version: v.to_string(),
+    })
+}
+
+fn trim(v: &[u8]) -> &[u8] {
+    let s = v
+        .iter()
+        .position(|b| !b.is_ascii_whitespace())
+        .unwrap_or(v.len());
+    let e = v
+        .iter()
+        .rposition(|b| !b.is_ascii_whitespace())
+        .map_or(s, |p| p + 1);
+    v.get(s..e).unwrap_or(&[])
+}
+
+fn header(head: &mut Head, name: &str, value: &[u8], opts: &Options) {
+    let value = trim(value);
+    if let Some(h) = tracker_ntlm::HeaderName::parse(name) {
+        let word_end = value
+            .iter()
+            .position(|b| b.is_ascii_whitespace() || *b == b',')
+            .unwrap_or(value.len());
+        let word = &value[..word_end];
+        let ours =
+            |v: &[u8]| v.eq_ignore_ascii_case(b"NTLM") || v.eq_ignore_ascii_case(b"Negotiate");
+        // A challenge list may name NTLM after another scheme: keep the line when it
+        // mentions NTLM/Negotiate anywhere; the decoder picks the right elements.
+        let mentions = ours(word)
+            || value
+                .split(|b| *b == b',' || b.is_ascii_whitespace())
+                .any(ours);
+        if mentions {
+            head.auth.push(AuthLine {
+                name: h,
+                value: String::from_utf8_lossy(value).into_owned(),
+            });
+        }
+        return;
+    }
+    if name.eq_ignore_ascii_case("connection") || name.eq_ignore_ascii_case("proxy-connection") {
+        for tok in value.split(|b| *b == b',') {
+            let tok = trim(tok);
+            if tok.eq_ignore_ascii_case(b"close") {
+                head.connection_close = true;
+            } else if tok.eq_ignore_ascii_case(b"keep-alive") {
+                head.keep_alive = true;
             }
         }
-        offset = next;
+    } else if name.eq_ignore_ascii_case("x-forwarded-for") {
+        let last = value.rsplit(|b| *b == b',').next().map(trim).unwrap_or(&[]);
+        if !last.is_empty() {
+            head.forwarded_for = Some(String::from_utf8_lossy(last).into_owned());
+        }
+    } else if name.eq_ignore_ascii_case("persistent-auth") {
+        head.persistent_auth = Some(value.eq_ignore_ascii_case(b"true"));
+    } else if name.eq_ignore_ascii_case("content-length") {
+        head.content_length = std::str::from_utf8(value).ok().and_then(|s| s.parse().ok());
+    } else if name.eq_ignore_ascii_case("transfer-encoding") {
+        head.chunked = value
+            .split(|b| *b == b',')
+            .any(|t| trim(t).eq_ignore_ascii_case(b"chunked"));
+    } else if let Some(h) = &opts.client_port_header
+        && name.eq_ignore_ascii_case(h)
+    {
+        head.client_port = std::str::from_utf8(value).ok().and_then(|s| s.parse().ok());
     }
-    block
 }
 
 #[cfg(test)]
@@ -190,54 +356,66 @@ mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
 
-    #[test]
-    fn finds_auth_headers_anywhere_and_the_start_line() {
-        let b = parse_block(
-            b"GET /ews HTTP/1.1\r\nHost: x\r\nX-A: 1\r\nauthorization:  NTLM TlRMTVNTUAAB\r\n\r\nbody",
-        );
-        assert_eq!(
-            b.start,
-            Some(StartLine::Request {
-                method: "GET".into(),
-                target: "/ews".into(),
-                version: "HTTP/1.1".into()
-            })
-        );
-        assert!(b.ended);
-        assert_eq!(b.auth.len(), 1);
-        assert_eq!(b.auth[0].name, AuthHeaderName::Authorization);
-        assert_eq!(b.auth[0].scheme, Scheme::Ntlm);
-        assert_eq!(b.auth[0].token, "TlRMTVNTUAAB");
-        assert!(b.auth[0].complete);
+    fn complete(b: &[u8]) -> Head {
+        let opts = Options {
+            client_port_header: Some("x-client-port".into()),
+        };
+        match parse(b, &opts) {
+            Parse::Complete(h) => h,
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]
-    fn several_challenges_and_a_cut_line() {
-        let b = parse_block(
-            b"HTTP/1.1 401 Unauthorized\r\nWWW-Authenticate: Negotiate\r\nWWW-Authenticate: NTLM\r\nProxy-Authenticate: NTLM TlRMTVNTUAAC",
+    fn request_with_auth_xff_port_and_connection() {
+        let h = complete(
+            b"GET /ews HTTP/1.1\r\nHost: x\r\nX-Forwarded-For: 10.9.9.9, 198.18.5.1\r\nX-Client-Port: 40001\r\nauthorization:  NTLM TlRMTVNTUAAB\r\nConnection: Keep-Alive\r\n\r\nbody",
         );
-        assert_eq!(
-            b.start,
-            Some(StartLine::Response {
-                version: "HTTP/1.1".into(),
-                status: 401
-            })
-        );
-        assert_eq!(b.auth.len(), 3);
-        assert_eq!(b.auth[0].token, "");
-        assert_eq!(b.auth[2].name, AuthHeaderName::ProxyAuthenticate);
-        assert!(!b.auth[2].complete);
-        assert!(!b.ended);
+        assert!(h.is_request());
+        assert_eq!(h.auth.len(), 1);
+        assert_eq!(h.auth[0].name, tracker_ntlm::HeaderName::Authorization);
+        assert_eq!(h.auth[0].value, "NTLM TlRMTVNTUAAB");
+        assert_eq!(h.forwarded_for.as_deref(), Some("198.18.5.1"));
+        assert_eq!(h.client_port, Some(40001));
+        assert!(h.keep_alive && !h.closes_connection());
+        assert_eq!(h.len, 150);
+        assert!(!format!("{h:?}").contains("TlRM"));
     }
 
     #[test]
-    fn ignores_other_schemes_and_garbage() {
-        let b =
-            parse_block(b"\xff\xfe\r\nAuthorization: Basic dXNlcg==\r\nAuthorization:\r\n:\r\n");
-        assert!(b.auth.is_empty());
-        assert!(
-            format!("{:?}", parse_block(b"Authorization: NTLM secret\r\n"))
-                .contains("token_len: 6")
+    fn response_http10_and_several_challenges() {
+        let h = complete(
+            b"HTTP/1.0 401 Unauthorized\r\nWWW-Authenticate: Basic realm=\"x\", NTLM\r\nWWW-Authenticate: Negotiate\r\nContent-Length: 5\r\n\r\n",
         );
+        assert_eq!(h.status(), Some(401));
+        assert_eq!(h.auth.len(), 2);
+        assert!(h.closes_connection());
+        assert_eq!(h.content_length, Some(5));
+    }
+
+    #[test]
+    fn mid_block_partial_and_garbage() {
+        let h = complete(b"Authorization: Negotiate YIIB\r\nHost: a\r\n\r\n");
+        assert!(h.start.is_none() && h.is_request());
+        assert_eq!(
+            parse(b"GET / HTTP/1.1\r\nHost", &Options::default()),
+            Parse::Partial
+        );
+        assert_eq!(parse(b"GE", &Options::default()), Parse::Partial);
+        assert_eq!(
+            parse(b"\x00\x01garbage\r\n\r\n", &Options::default()),
+            Parse::NotHttp
+        );
+        assert_eq!(parse(b"UAAB\r\n\r\n", &Options::default()), Parse::NotHttp);
+        let t = parse_truncated(
+            b"GET / HTTP/1.1\r\nX-Forwarded-For: 1.2.3.4\r\nAuthoriz",
+            &Options::default(),
+        )
+        .unwrap();
+        assert!(t.truncated);
+        assert_eq!(t.forwarded_for.as_deref(), Some("1.2.3.4"));
+        // httparse rejects an odd byte: the line reader still reads it.
+        let odd = complete(b"GET / HTTP/1.1\r\nX\x01Y: z\r\nAuthorization: NTLM abc\r\n\r\n");
+        assert_eq!(odd.auth.len(), 1);
     }
 }

@@ -1,12 +1,18 @@
 //! ntlm-affinity's userspace: loading the kernel programs, reading their records, and turning
-//! them into NDJSON events. Data flows one way: `loader` → `record` → `messages` (with `http`
-//! and `token`) → `event`.
+//! them into verdicts. Data flows one way, live and in replay alike:
+//! `loader` (ring buffer) or `replay` (capture → `replay::kernel_model`) → `record` →
+//! `pipeline` (`reassembly` → `http` → `decode` → `correlate`) → `event` (NDJSON).
 
 pub mod check;
+pub mod correlate;
+pub mod decode;
 pub mod endpoint;
 pub mod event;
 pub mod http;
 pub mod loader;
-pub mod messages;
+pub mod pipeline;
+pub mod reassembly;
 pub mod record;
-pub mod token;
+pub mod replay;
+#[cfg(test)]
+pub(crate) mod testsupport;

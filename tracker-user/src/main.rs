@@ -14,12 +14,12 @@ use tokio::{
     signal::unix::{SignalKind, signal},
 };
 use tracker_user::{
-    check,
+    check, correlate,
     endpoint::Backend,
-    event,
+    event, http,
     loader::{Tracker, TrackerConfig},
-    messages::{Assembler, Output},
-    record::Record,
+    pipeline::{self, Pipeline},
+    replay::{self, kernel_model::ModelConfig},
 };
 
 const EXAMPLES: &str = "\
@@ -31,7 +31,10 @@ Examples:
   ntlm-affinity run --iface eth1 --backend 10.0.2.10:80 --backend [2001:db8::/64]:8080 > ntlm.ndjson
 
   # Can this host run the tracker on eth1?
-  ntlm-affinity check --iface eth1";
+  ntlm-affinity check --iface eth1
+
+  # Replay a capture (no privileges), same verdicts as the live daemon:
+  ntlm-affinity replay capture.pcapng --backend 10.0.2.0/24:80 --frontend-port 80";
 
 /// Follows NTLM/Negotiate handshakes between a load balancer and its backends, in the kernel.
 #[derive(Parser)]
@@ -43,9 +46,12 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Attach to interfaces and print one NDJSON object per NTLM/Negotiate message.
+    /// Attach to interfaces and print one NDJSON object per affinity violation.
     #[command(after_help = EXAMPLES)]
     Run(RunArgs),
+    /// Replay a pcap or pcapng capture through the same pipeline (no privileges needed).
+    #[command(after_help = EXAMPLES)]
+    Replay(ReplayArgs),
     /// Report whether this host can run the tracker, with a fix for each missing piece.
     Check {
         /// Interfaces to check for existence and for an XDP program already attached.
@@ -81,6 +87,81 @@ struct RunArgs {
     /// Seconds between tracker statistics records (0: only at exit).
     #[arg(long, default_value_t = 60)]
     stats_interval: u64,
+    #[command(flatten)]
+    out: OutputArgs,
+}
+
+/// What is reported, shared by `run` and `replay`.
+#[derive(clap::Args)]
+struct OutputArgs {
+    /// Also print one record per NTLM/Negotiate message (`event.action: ntlm_message`).
+    #[arg(long)]
+    messages: bool,
+    /// Also print healthy handshakes (`event.action: ntlm_handshake`, `event.kind: event`).
+    #[arg(long)]
+    handshakes: bool,
+    /// Seconds a Type-2 waits for its Type-3 (then `abandoned_challenge`); also the window of
+    /// client-identity joins.
+    #[arg(long, value_name = "SECS", default_value_t = 30)]
+    window: u64,
+    /// Request header carrying the client's source port, set by the balancer (e.g. HAProxy
+    /// `http-request set-header X-Client-Port %[src_port]`).
+    #[arg(long, value_name = "NAME")]
+    client_port_header: Option<String>,
+    /// Site-wide secret for `ntlm_affinity.challenge_key` (same on every balancer host so a
+    /// SIEM can join them); also read from NTA_SITE_KEY. Random per process when unset.
+    #[arg(long, value_name = "SECRET")]
+    site_key: Option<String>,
+}
+
+#[derive(clap::Args)]
+struct ReplayArgs {
+    /// The capture (pcap or pcapng; Ethernet, Linux cooked SLL/SLL2 or raw IP).
+    file: std::path::PathBuf,
+    /// Backend servers, as for `run` (CIDR:PORT; repeatable). With neither --backend nor
+    /// --frontend-port, every TCP connection of the capture is examined.
+    #[arg(long = "backend", value_name = "CIDR:PORT")]
+    backends: Vec<Backend>,
+    /// Balancer frontend ports, as for `run` (repeatable).
+    #[arg(long = "frontend-port", value_name = "PORT")]
+    frontend_ports: Vec<u16>,
+    /// Payload bytes the modelled kernel copies per segment (as `run --capture-bytes`).
+    #[arg(long, default_value_t = tracker_common::CAPTURE_MAX as u32)]
+    capture_bytes: u32,
+    /// No progress bar on stderr.
+    #[arg(long)]
+    no_progress: bool,
+    #[command(flatten)]
+    out: OutputArgs,
+}
+
+fn pipeline_config(
+    out: &OutputArgs,
+    backends: &[Backend],
+    frontend_ports: &[u16],
+) -> pipeline::Config {
+    pipeline::Config {
+        correlate: correlate::Config {
+            window_ns: out.window.saturating_mul(1_000_000_000),
+            backends: backends.to_vec(),
+            frontend_ports: frontend_ports.to_vec(),
+            handshakes: out.handshakes,
+            ..correlate::Config::default()
+        },
+        http: http::Options {
+            client_port_header: out
+                .client_port_header
+                .as_ref()
+                .map(|h| h.to_ascii_lowercase()),
+        },
+        messages: out.messages,
+        site_key: out
+            .site_key
+            .clone()
+            .or_else(|| std::env::var("NTA_SITE_KEY").ok())
+            .map(String::into_bytes),
+        ..pipeline::Config::default()
+    }
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -104,6 +185,7 @@ fn main() {
                 1
             }
         },
+        Command::Replay(args) => replay_cmd(&args),
     };
     std::process::exit(code);
 }
@@ -166,14 +248,23 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
         .enable_all()
         .build()
         .context("starting the runtime")?;
-    let result = rt.block_on(event_loop(&mut tracker, args.stats_interval));
+    let pipeline = Pipeline::new(pipeline_config(
+        &args.out,
+        &cfg.backends,
+        &cfg.frontend_ports,
+    ));
+    let result = rt.block_on(event_loop(&mut tracker, pipeline, args.stats_interval));
     let ifaces: Vec<String> = tracker.interfaces.iter().map(|(n, _)| n.clone()).collect();
     drop(tracker);
     eprintln!("ntlm-affinity: detached from {}", ifaces.join(", "));
     result
 }
 
-async fn event_loop(tracker: &mut Tracker, stats_interval: u64) -> anyhow::Result<()> {
+async fn event_loop(
+    tracker: &mut Tracker,
+    mut pipeline: Pipeline,
+    stats_interval: u64,
+) -> anyhow::Result<()> {
     let ifnames: HashMap<u32, String> = tracker
         .interfaces
         .iter()
@@ -185,7 +276,6 @@ async fn event_loop(tracker: &mut Tracker, stats_interval: u64) -> anyhow::Resul
     let mut ring =
         unsafe { AsyncFd::register_with_interest(events, tokio::io::Interest::READABLE) }
             .context("polling the ring buffer")?;
-    let mut assembler = Assembler::new(65_536, 64 * 1024);
     let mut sigint = signal(SignalKind::interrupt())?;
     let mut sigterm = signal(SignalKind::terminate())?;
     let period = Duration::from_secs(if stats_interval == 0 {
@@ -194,47 +284,126 @@ async fn event_loop(tracker: &mut Tracker, stats_interval: u64) -> anyhow::Resul
         stats_interval
     });
     let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+    // Windows expire on the record clock (CLOCK_MONOTONIC, like the kernel's timestamps).
+    let mut expiry = tokio::time::interval(Duration::from_secs(1));
     let stdout = std::io::stdout();
     let mut out = BufWriter::new(stdout.lock());
-    let mut bad_records = 0u64;
+    let mut outputs = Vec::new();
     loop {
         tokio::select! {
             _ = sigint.recv() => break,
             _ = sigterm.recv() => break,
             _ = ticker.tick() => {
-                write_stats(&mut out, &ctx, tracker, &assembler, bad_records)?;
+                write_stats(&mut out, &ctx, tracker, &pipeline)?;
+            }
+            _ = expiry.tick() => {
+                pipeline.tick(u64::try_from(event::monotonic_ns()).unwrap_or(0), &mut outputs);
+                if !emit(&mut out, &ctx, &mut outputs) {
+                    return Ok(());
+                }
             }
             guard = ring.readable_mut() => {
                 let mut guard = guard?;
                 let rb = guard.get_inner_mut();
                 while let Some(item) = rb.next() {
-                    match Record::parse(&item) {
-                        Ok(rec) => {
-                            for o in assembler.push(rec) {
-                                let v = match o {
-                                    Output::Message(m) => ctx.message(&m),
-                                    Output::Closed(h) => ctx.closed(&h),
-                                };
-                                if writeln!(out, "{v}").is_err() {
-                                    return Ok(()); // stdout closed: nobody is listening
-                                }
-                            }
-                        }
-                        Err(e) => {
-                            bad_records += 1;
-                            log_once(&e);
-                        }
+                    if let Err(e) = pipeline.push_bytes(&item, &mut outputs) {
+                        log_once(&e);
                     }
                 }
                 guard.clear_ready();
-                if out.flush().is_err() {
-                    return Ok(());
+                if !emit(&mut out, &ctx, &mut outputs) {
+                    return Ok(()); // stdout closed: nobody is listening
                 }
             }
         }
     }
-    write_stats(&mut out, &ctx, tracker, &assembler, bad_records)?;
+    pipeline.finish(&mut outputs);
+    emit(&mut out, &ctx, &mut outputs);
+    write_stats(&mut out, &ctx, tracker, &pipeline)?;
     Ok(())
+}
+
+/// Writes and clears `outputs`; false when stdout is gone.
+fn emit(out: &mut impl Write, ctx: &event::Context, outputs: &mut Vec<pipeline::Output>) -> bool {
+    for o in outputs.drain(..) {
+        if writeln!(out, "{}", ctx.output(&o)).is_err() {
+            return false;
+        }
+    }
+    out.flush().is_ok()
+}
+
+fn replay_cmd(args: &ReplayArgs) -> i32 {
+    let mut pipeline = Pipeline::new(pipeline_config(
+        &args.out,
+        &args.backends,
+        &args.frontend_ports,
+    ));
+    let model = ModelConfig {
+        backends: args.backends.clone(),
+        frontend_ports: args.frontend_ports.clone(),
+        capture_len: args.capture_bytes.min(tracker_common::CAPTURE_MAX as u32),
+        ..ModelConfig::default()
+    };
+    let ctx = event::Context::replay(HashMap::new());
+    let stdout = std::io::stdout();
+    let mut out = BufWriter::new(stdout.lock());
+    let mut broken = false;
+    let replayer = replay::Replayer::new(&mut pipeline, model, !args.no_progress);
+    let (summary, err) = replayer.run(&args.file, &mut |o| {
+        if !broken && writeln!(out, "{}", ctx.output(o)).is_err() {
+            broken = true;
+        }
+    });
+    let _ = out.flush();
+    drop(out);
+    print_summary(&args.file, &summary, &pipeline);
+    match err {
+        None => 0,
+        Some(e) => {
+            eprintln!("ntlm-affinity: {e}");
+            eprintln!("ntlm-affinity: the verdicts above cover the capture up to that offset");
+            2
+        }
+    }
+}
+
+fn print_summary(file: &std::path::Path, s: &replay::Summary, p: &Pipeline) {
+    let c = &p.correlator().stats;
+    let r = &p.reassembly().stats;
+    eprintln!(
+        "ntlm-affinity: replayed {}: {} packets ({} TCP, {} not TCP, {} unparseable) in {:.2} s ({:.0} packets/s), {} kernel records, {} NTLM/Negotiate messages",
+        file.display(),
+        s.packets,
+        s.tcp_segments,
+        s.not_tcp,
+        s.unparseable,
+        s.seconds,
+        s.packets_per_second(),
+        s.records,
+        p.stats.messages,
+    );
+    let by = |k: &str| c.alerts.get(k).copied().unwrap_or(0);
+    eprintln!(
+        "  handshakes: {} succeeded, {} failed; violations: server_split {}, connection_split {}, orphan_type3 {}, abandoned_challenge {}, auth_context_reuse {}; challenges still open at the end {}",
+        c.handshakes_ok,
+        c.handshakes_failed,
+        by("server_split"),
+        by("connection_split"),
+        by("orphan_type3"),
+        by("abandoned_challenge"),
+        by("auth_context_reuse"),
+        c.challenges_open_at_end,
+    );
+    eprintln!(
+        "  losses: {} reassembly gaps, {} truncated heads, {} streams evicted, {} undecodable tokens, {} unparseable packets, {} connections evicted",
+        r.gaps,
+        r.truncated_heads,
+        r.evicted_streams,
+        p.undecodable(),
+        s.unparseable,
+        c.evicted_connections,
+    );
 }
 
 fn log_once(e: &dyn std::fmt::Display) {
@@ -248,24 +417,19 @@ fn write_stats(
     out: &mut impl Write,
     ctx: &event::Context,
     tracker: &Tracker,
-    assembler: &Assembler,
-    bad_records: u64,
+    pipeline: &Pipeline,
 ) -> anyhow::Result<()> {
     let mut kernel = serde_json::Map::new();
     for (name, v) in tracker.stats()? {
         kernel.insert(name.to_string(), v.into());
     }
     let v = serde_json::json!({
-        "@timestamp": ctx.timestamp(event::monotonic_ns() as u64),
+        "@timestamp": ctx.timestamp(u64::try_from(event::monotonic_ns()).unwrap_or(0)),
         "event": { "kind": "metric", "action": "tracker_stats", "dataset": "ntlm_affinity.stats" },
         "observer": { "hostname": ctx.observer },
         "ntlm_affinity": {
             "kernel": kernel,
-            "daemon": {
-                "malformed_records": bad_records,
-                "split_headers_pending": assembler.pending(),
-                "split_headers_lost": assembler.dropped,
-            }
+            "daemon": pipeline.stats_json(),
         }
     });
     writeln!(out, "{v}")?;

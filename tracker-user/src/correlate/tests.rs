@@ -1,0 +1,613 @@
+//! Every violation class, every hard case that must not be reported and every one that must,
+//! through the whole pipeline (records → reassembly → heads → decode → correlation), from
+//! crafted tokens and from the real curl / pyspnego tokens.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use super::*;
+use crate::{
+    pipeline::{self, Output, Pipeline},
+    testsupport::{self as ts, Conn, SEC},
+};
+
+const LB: &str = "198.18.0.10";
+const WEB1: &str = "198.18.1.10:80";
+const WEB2: &str = "198.18.1.11:80";
+
+fn pipeline(handshakes: bool) -> Pipeline {
+    Pipeline::new(pipeline::Config {
+        correlate: Config {
+            backends: vec!["198.18.1.0/24:80".parse().unwrap()],
+            frontend_ports: vec![8080],
+            handshakes,
+            window_ns: 30 * SEC,
+            ..Config::default()
+        },
+        http: crate::http::Options {
+            client_port_header: Some("x-client-port".into()),
+        },
+        site_key: Some(b"test-site".to_vec()),
+        ..pipeline::Config::default()
+    })
+}
+
+fn run(p: &mut Pipeline, recs: Vec<crate::record::Record>, finish: bool) -> Vec<Verdict> {
+    let mut out = Vec::new();
+    for r in recs {
+        p.push(r, &mut out);
+    }
+    if finish {
+        p.finish(&mut out);
+    }
+    out.into_iter()
+        .filter_map(|o| match o {
+            Output::Verdict(v) => Some(*v),
+            Output::Message(_) => None,
+        })
+        .collect()
+}
+
+fn classes(v: &[Verdict]) -> Vec<Class> {
+    v.iter().map(|v| v.class).collect()
+}
+
+fn lb(port: u16) -> String {
+    format!("{LB}:{port}")
+}
+
+fn auth(token: &str) -> String {
+    format!("Authorization: NTLM {token}\r\n")
+}
+
+fn chal(token: &str) -> String {
+    format!("WWW-Authenticate: NTLM {token}\r\n")
+}
+
+/// Type-1 → 401 Type-2 on `a`; returns the records.
+fn challenge_on(
+    a: &mut Conn,
+    t0: u64,
+    server: &str,
+    stamp: u64,
+    extra: &str,
+) -> Vec<crate::record::Record> {
+    vec![
+        a.req(t0, &format!("{extra}{}", auth(&ts::type1()))),
+        a.resp(
+            t0 + 1000,
+            401,
+            &chal(&ts::type2(server, stamp, *b"chal0001")),
+        ),
+    ]
+}
+
+#[test]
+fn healthy_handshake_from_real_curl_tokens() {
+    let (t1, t2, t3) = ts::fixture_legs("curl_ntlm");
+    let mut a = Conn::new(&lb(40000), WEB1, 100);
+    let recs = vec![
+        a.req(SEC, &format!("{t1}\r\n")),
+        a.resp(SEC + 1, 401, &format!("{t2}\r\n")),
+        a.req(SEC + 2, &format!("{t3}\r\n")),
+        a.resp(SEC + 3, 200, ""),
+    ];
+    let mut p = pipeline(true);
+    let v = run(&mut p, recs, true);
+    assert_eq!(classes(&v), vec![Class::Handshake], "{v:#?}");
+    assert_eq!(
+        v[0].evidence,
+        vec![Evidence::ChallengeKey, Evidence::SameConnection]
+    );
+    assert_eq!(v[0].user.as_deref(), Some("alice"));
+    assert_eq!(v[0].outcome, Outcome::Success);
+    let names = v[0]
+        .challenge_leg
+        .as_ref()
+        .unwrap()
+        .server_names
+        .clone()
+        .unwrap();
+    assert_eq!(names.nb_computer_name.as_deref(), Some("WEB1"));
+    // Without --handshakes nothing at all is emitted.
+    let mut q = pipeline(false);
+    let mut a = Conn::new(&lb(40000), WEB1, 100);
+    let recs = vec![
+        a.req(SEC, &format!("{t1}\r\n")),
+        a.resp(SEC + 1, 401, &format!("{t2}\r\n")),
+        a.req(SEC + 2, &format!("{t3}\r\n")),
+        a.resp(SEC + 3, 200, ""),
+    ];
+    assert!(run(&mut q, recs, true).is_empty());
+}
+
+#[test]
+fn server_split_from_real_tokens_with_the_outcome() {
+    for fixture in [
+        "curl_ntlm",
+        "pyspnego_ntlm",
+        "pyspnego_negotiate",
+        "pyspnego_negotiate_raw_ntlm",
+    ] {
+        let (t1, t2, t3) = ts::fixture_legs(fixture);
+        let mut a = Conn::new(&lb(40000), WEB1, 100);
+        let mut b = Conn::new(&lb(40001), WEB2, 200);
+        let recs = vec![
+            a.req(SEC, &format!("{t1}\r\n")),
+            a.resp(SEC + 1, 401, &format!("{t2}\r\n")),
+            b.req(SEC + 2, &format!("{t3}\r\n")),
+            b.resp(SEC + 3, 401, "WWW-Authenticate: NTLM\r\n"),
+        ];
+        let mut p = pipeline(false);
+        let v = run(&mut p, recs, true);
+        assert_eq!(classes(&v), vec![Class::ServerSplit], "{fixture}: {v:#?}");
+        let v = &v[0];
+        assert_eq!(v.evidence[0], Evidence::ChallengeKey, "{fixture}");
+        assert_eq!(v.cause, Some(Cause::Unknown));
+        assert_eq!(v.outcome, Outcome::Failure);
+        assert_eq!(v.status, Some(401));
+        assert_eq!(v.challenge_leg.as_ref().unwrap().server.to_string(), WEB1);
+        assert_eq!(
+            v.authenticate_leg.as_ref().unwrap().server.to_string(),
+            WEB2
+        );
+        assert!(v.challenge_key.is_some());
+    }
+}
+
+#[test]
+fn connection_split_and_its_causes() {
+    // Same server, another connection; the challenge's connection was closed (FIN).
+    let mut a = Conn::new(&lb(40000), WEB1, 100);
+    let mut b = Conn::new(&lb(40001), WEB1, 200);
+    let mut recs = challenge_on(&mut a, SEC, "web1", 777, "");
+    recs.push(a.fin(SEC + 10, false));
+    recs.push(b.req(SEC + 20, &auth(&ts::type3("alice", "web1", 777))));
+    recs.push(b.resp(SEC + 30, 200, ""));
+    let v = run(&mut pipeline(false), recs, true);
+    assert_eq!(classes(&v), vec![Class::ConnectionSplit], "{v:#?}");
+    assert_eq!(v[0].cause, Some(Cause::ConnectionClosed));
+    assert_eq!(v[0].challenge_leg.as_ref().unwrap().closed, Some("fin"));
+    assert_eq!(v[0].outcome, Outcome::Success);
+
+    // HTTP/1.0-style `Connection: close` on the Type-1 request: connection_closed at once.
+    let mut a = Conn::new(&lb(40002), WEB1, 300);
+    let mut b = Conn::new(&lb(40003), WEB2, 400);
+    let mut recs = challenge_on(&mut a, SEC, "web1", 778, "Connection: close\r\n");
+    recs.push(b.req(SEC + 20, &auth(&ts::type3("alice", "web1", 778))));
+    let v = run(&mut pipeline(false), recs, true);
+    assert_eq!(classes(&v), vec![Class::ServerSplit]);
+    assert_eq!(v[0].cause, Some(Cause::ConnectionClosed));
+
+    // Client-port header: another client connection → client_reconnect; the same →
+    // balancer_reroute.
+    for (port_b, cause) in [
+        (51001, Cause::ClientReconnect),
+        (51000, Cause::BalancerReroute),
+    ] {
+        let mut a = Conn::new(&lb(40004), WEB1, 500);
+        let mut b = Conn::new(&lb(40005), WEB2, 600);
+        let mut recs = challenge_on(
+            &mut a,
+            SEC,
+            "web1",
+            779,
+            "X-Forwarded-For: 10.9.0.1\r\nX-Client-Port: 51000\r\n",
+        );
+        recs.push(b.req(
+            SEC + 2,
+            &format!(
+                "X-Forwarded-For: 10.9.0.1\r\nX-Client-Port: {port_b}\r\n{}",
+                auth(&ts::type3("alice", "web1", 779))
+            ),
+        ));
+        let v = run(&mut pipeline(false), recs, true);
+        assert_eq!(classes(&v), vec![Class::ServerSplit]);
+        assert_eq!(v[0].cause, Some(cause));
+        assert_eq!(v[0].client.forwarded_for.as_deref(), Some("10.9.0.1"));
+    }
+}
+
+#[test]
+fn frontend_token_join_tells_reconnect_from_reroute() {
+    // The balancer forwards token bytes verbatim: the frontend connection that carried the
+    // Type-2 and the one that carried the Type-3 identify the client connections.
+    for (same_frontend, cause) in [
+        (false, Cause::ClientReconnect),
+        (true, Cause::BalancerReroute),
+    ] {
+        let t2 = ts::type2("web1", 900, *b"chal0009");
+        let t3 = ts::type3("alice", "web1", 900);
+        let mut f1 = Conn::new("10.20.0.5:61000", "198.18.0.1:8080", 10);
+        let mut f2 = Conn::new("10.20.0.5:61001", "198.18.0.1:8080", 11);
+        let mut a = Conn::new(&lb(40000), WEB1, 100);
+        let mut b = Conn::new(&lb(40001), WEB2, 200);
+        let recs = vec![
+            f1.req(SEC, &auth(&ts::type1())),
+            a.req(SEC + 1, &auth(&ts::type1())),
+            a.resp(SEC + 2, 401, &chal(&t2)),
+            f1.resp(SEC + 3, 401, &chal(&t2)),
+            if same_frontend {
+                f1.req(SEC + 4, &auth(&t3))
+            } else {
+                f2.req(SEC + 4, &auth(&t3))
+            },
+            b.req(SEC + 5, &auth(&t3)),
+            b.resp(SEC + 6, 401, ""),
+        ];
+        let v = run(&mut pipeline(false), recs, true);
+        assert_eq!(classes(&v), vec![Class::ServerSplit], "{v:#?}");
+        assert_eq!(v[0].cause, Some(cause));
+        assert!(v[0].evidence.contains(&Evidence::FrontendToken));
+        assert_eq!(v[0].client.frontend.unwrap().ip().to_string(), "10.20.0.5");
+    }
+}
+
+#[test]
+fn orphan_type3() {
+    let mut b = Conn::new(&lb(40001), WEB2, 200);
+    let recs = vec![
+        b.req(SEC, &auth(&ts::type3("alice", "web9", 5))),
+        b.resp(SEC + 1, 401, ""),
+    ];
+    let v = run(&mut pipeline(false), recs, true);
+    assert_eq!(classes(&v), vec![Class::OrphanType3]);
+    assert_eq!(v[0].evidence, vec![Evidence::None]);
+    assert_eq!(v[0].user.as_deref(), Some("alice"));
+}
+
+#[test]
+fn abandoned_challenge_once_and_never_beside_a_split() {
+    let mut a = Conn::new(&lb(40000), WEB1, 100);
+    let mut recs = challenge_on(&mut a, SEC, "web1", 11, "");
+    // Something later on another connection advances the clock past the window.
+    let mut c = Conn::new(&lb(40009), WEB2, 900);
+    recs.push(c.req(40 * SEC, "X-A: 1\r\n"));
+    let v = run(&mut pipeline(false), recs, true);
+    assert_eq!(classes(&v), vec![Class::AbandonedChallenge], "{v:#?}");
+    assert_eq!(v[0].cause, Some(Cause::Unknown));
+    assert_eq!(v[0].outcome, Outcome::Failure);
+
+    // At the end of input, a challenge on a closed connection is abandoned.
+    let mut a = Conn::new(&lb(40000), WEB1, 100);
+    let mut recs = challenge_on(&mut a, SEC, "web1", 12, "");
+    recs.push(a.fin(SEC + 5, true));
+    let v = run(&mut pipeline(false), recs, true);
+    assert_eq!(classes(&v), vec![Class::AbandonedChallenge]);
+    assert_eq!(v[0].cause, Some(Cause::ConnectionClosed));
+
+    // Answered elsewhere: one split, not also abandoned, even long after.
+    let mut a = Conn::new(&lb(40000), WEB1, 100);
+    let mut b = Conn::new(&lb(40001), WEB2, 200);
+    let mut recs = challenge_on(&mut a, SEC, "web1", 13, "");
+    recs.push(a.fin(SEC + 5, true));
+    recs.push(b.req(SEC + 6, &auth(&ts::type3("alice", "web1", 13))));
+    recs.push(b.resp(SEC + 7, 401, ""));
+    recs.push(b.req(100 * SEC, "X-A: 1\r\n"));
+    let v = run(&mut pipeline(false), recs, true);
+    assert_eq!(classes(&v), vec![Class::ServerSplit], "{v:#?}");
+}
+
+#[test]
+fn auth_context_reuse_ntlm_and_kerberos() {
+    let mut a = Conn::new(&lb(40000), WEB1, 100);
+    let mut recs = challenge_on(&mut a, SEC, "web1", 21, "X-Forwarded-For: 10.9.0.1\r\n");
+    recs.push(a.req(
+        SEC + 2,
+        &format!(
+            "X-Forwarded-For: 10.9.0.1\r\n{}",
+            auth(&ts::type3("alice", "web1", 21))
+        ),
+    ));
+    recs.push(a.resp(SEC + 3, 200, ""));
+    // Same client again: fine. Another client: one alert per request.
+    recs.push(a.req(SEC + 4, "X-Forwarded-For: 10.9.0.1\r\n"));
+    recs.push(a.resp(SEC + 5, 200, ""));
+    recs.push(a.req(SEC + 6, "X-Forwarded-For: 10.9.0.2\r\n"));
+    recs.push(a.resp(SEC + 7, 200, ""));
+    recs.push(a.req(SEC + 8, "X-Forwarded-For: 10.9.0.3\r\n"));
+    recs.push(a.resp(SEC + 9, 200, ""));
+    let v = run(&mut pipeline(false), recs, true);
+    assert_eq!(classes(&v), vec![Class::AuthContextReuse; 2], "{v:#?}");
+    assert_eq!(v[0].client.forwarded_for.as_deref(), Some("10.9.0.2"));
+    assert_eq!(
+        v[0].authenticated_client
+            .as_ref()
+            .unwrap()
+            .forwarded_for
+            .as_deref(),
+        Some("10.9.0.1")
+    );
+    assert_eq!(v[0].user.as_deref(), Some("alice"));
+    assert_eq!(v[0].outcome, Outcome::Success);
+    assert_eq!(v[0].status, Some(200));
+
+    // Kerberos with Persistent-Auth: true leaks the same way; without it, nothing.
+    for (persist, expect) in [(true, 1), (false, 0)] {
+        let mut a = Conn::new(&lb(40010), WEB1, 700);
+        let neg = format!(
+            "X-Forwarded-For: 10.9.0.1\r\nAuthorization: Negotiate {}\r\n",
+            ts::kerberos()
+        );
+        let recs = vec![
+            a.req(SEC, &neg),
+            a.resp(
+                SEC + 1,
+                200,
+                if persist {
+                    "Persistent-Auth: true\r\n"
+                } else {
+                    ""
+                },
+            ),
+            a.req(SEC + 2, "X-Forwarded-For: 10.9.0.7\r\n"),
+            a.resp(SEC + 3, 200, ""),
+        ];
+        let v = run(&mut pipeline(false), recs, true);
+        assert_eq!(v.len(), expect, "{v:#?}");
+        if expect == 1 {
+            assert_eq!(v[0].class, Class::AuthContextReuse);
+            assert_eq!(v[0].mechanism, "kerberos");
+        }
+    }
+}
+
+#[test]
+fn parallel_handshakes_of_one_client_are_healthy() {
+    let mut a = Conn::new(&lb(40000), WEB1, 100);
+    let mut b = Conn::new(&lb(40001), WEB1, 200);
+    let x = "X-Forwarded-For: 10.9.0.1\r\n";
+    let recs = vec![
+        a.req(SEC, &format!("{x}{}", auth(&ts::type1()))),
+        b.req(SEC + 1, &format!("{x}{}", auth(&ts::type1()))),
+        b.resp(SEC + 2, 401, &chal(&ts::type2("web1", 31, *b"chal0031"))),
+        a.resp(SEC + 3, 401, &chal(&ts::type2("web1", 32, *b"chal0032"))),
+        a.req(
+            SEC + 4,
+            &format!("{x}{}", auth(&ts::type3("alice", "web1", 32))),
+        ),
+        b.req(
+            SEC + 5,
+            &format!("{x}{}", auth(&ts::type3("alice", "web1", 31))),
+        ),
+        a.resp(SEC + 6, 200, ""),
+        b.resp(SEC + 7, 200, ""),
+    ];
+    let mut p = pipeline(true);
+    let v = run(&mut p, recs, true);
+    assert_eq!(classes(&v), vec![Class::Handshake; 2], "{v:#?}");
+}
+
+#[test]
+fn five_tuple_reuse_after_a_completed_handshake() {
+    let mut a = Conn::new(&lb(40000), WEB1, 100);
+    let mut recs = challenge_on(&mut a, SEC, "web1", 41, "X-Forwarded-For: 10.9.0.1\r\n");
+    recs.push(a.req(
+        SEC + 2,
+        &format!(
+            "X-Forwarded-For: 10.9.0.1\r\n{}",
+            auth(&ts::type3("alice", "web1", 41))
+        ),
+    ));
+    recs.push(a.resp(SEC + 3, 200, ""));
+    recs.push(a.fin(SEC + 4, true));
+    // Same 5-tuple, new SYN: new generations. Another client's plain request is not reuse,
+    // and its own handshake is healthy.
+    let mut a2 = Conn::new(&lb(40000), WEB1, 1000);
+    recs.push(a2.req(SEC + 5, "X-Forwarded-For: 10.9.0.2\r\n"));
+    recs.push(a2.resp(SEC + 6, 401, "WWW-Authenticate: NTLM\r\n"));
+    recs.extend(challenge_on(
+        &mut a2,
+        SEC + 7,
+        "web1",
+        42,
+        "X-Forwarded-For: 10.9.0.2\r\n",
+    ));
+    recs.push(a2.req(
+        SEC + 9,
+        &format!(
+            "X-Forwarded-For: 10.9.0.2\r\n{}",
+            auth(&ts::type3("bob", "web1", 42))
+        ),
+    ));
+    recs.push(a2.resp(SEC + 10, 200, ""));
+    let v = run(&mut pipeline(true), recs, true);
+    assert_eq!(classes(&v), vec![Class::Handshake; 2], "{v:#?}");
+}
+
+#[test]
+fn kerberos_retransmission_and_401_retry_are_not_reported() {
+    // Kerberos Negotiate, answered 200.
+    let mut k = Conn::new(&lb(40020), WEB1, 100);
+    let recs = vec![
+        k.req(
+            SEC,
+            &format!("Authorization: Negotiate {}\r\n", ts::kerberos()),
+        ),
+        k.resp(SEC + 1, 200, ""),
+    ];
+    assert!(run(&mut pipeline(false), recs, true).is_empty());
+
+    // A retransmitted Type-3 segment.
+    let mut a = Conn::new(&lb(40000), WEB1, 200);
+    let mut recs = challenge_on(&mut a, SEC, "web1", 51, "");
+    let t3 = a.req(SEC + 2, &auth(&ts::type3("alice", "web1", 51)));
+    recs.push(t3.clone());
+    recs.push(t3);
+    recs.push(a.resp(SEC + 3, 200, ""));
+    let mut p = pipeline(true);
+    let v = run(&mut p, recs, true);
+    assert_eq!(classes(&v), vec![Class::Handshake], "{v:#?}");
+    assert_eq!(p.reassembly().stats.retransmissions, 1);
+
+    // A failed Type-3 (401), then a new handshake on the same connection that succeeds.
+    let mut a = Conn::new(&lb(40001), WEB1, 300);
+    let mut recs = challenge_on(&mut a, SEC, "web1", 52, "");
+    recs.push(a.req(SEC + 2, &auth(&ts::type3("alice", "web1", 52))));
+    recs.push(a.resp(SEC + 3, 401, "WWW-Authenticate: NTLM\r\n"));
+    recs.extend(challenge_on(&mut a, SEC + 4, "web1", 53, ""));
+    recs.push(a.req(SEC + 6, &auth(&ts::type3("alice", "web1", 53))));
+    recs.push(a.resp(SEC + 7, 200, ""));
+    let v = run(&mut pipeline(true), recs, true);
+    assert_eq!(classes(&v), vec![Class::Handshake; 2], "{v:#?}");
+    assert_eq!(v[0].outcome, Outcome::Failure);
+    assert_eq!(v[1].outcome, Outcome::Success);
+}
+
+#[test]
+fn ntlmv1_split_is_proved_by_identity_and_window() {
+    let x = "X-Forwarded-For: 10.9.0.1\r\n";
+    let mut a = Conn::new(&lb(40000), WEB1, 100);
+    let mut b = Conn::new(&lb(40001), WEB2, 200);
+    let mut recs = challenge_on(&mut a, SEC, "web1", 61, x);
+    recs.push(b.req(SEC + 2, &format!("{x}{}", auth(&ts::type3_v1("alice")))));
+    recs.push(b.resp(SEC + 3, 401, ""));
+    let v = run(&mut pipeline(false), recs, true);
+    assert_eq!(classes(&v), vec![Class::ServerSplit], "{v:#?}");
+    assert_eq!(v[0].evidence[0], Evidence::ClientIdentityWindow);
+    assert_eq!(v[0].ntlmv2, Some(false));
+    // NTLMv1 on its own connection is healthy; with no identity and no challenge, orphan.
+    let mut a = Conn::new(&lb(40002), WEB1, 300);
+    let mut recs = challenge_on(&mut a, SEC, "web1", 62, "");
+    recs.push(a.req(SEC + 2, &auth(&ts::type3_v1("alice"))));
+    recs.push(a.resp(SEC + 3, 200, ""));
+    assert_eq!(
+        classes(&run(&mut pipeline(true), recs, true)),
+        vec![Class::Handshake]
+    );
+    let mut b = Conn::new(&lb(40003), WEB2, 400);
+    let recs = vec![b.req(SEC, &auth(&ts::type3_v1("alice")))];
+    assert_eq!(
+        classes(&run(&mut pipeline(false), recs, true)),
+        vec![Class::OrphanType3]
+    );
+}
+
+#[test]
+fn proxy_authentication_407_split_from_real_tokens() {
+    let (t1, t2, t3) = ts::fixture_legs("curl_proxy_ntlm");
+    let mut a = Conn::new(&lb(40000), WEB1, 100);
+    let mut b = Conn::new(&lb(40001), WEB2, 200);
+    let recs = vec![
+        a.req(SEC, &format!("{t1}\r\n")),
+        a.resp(SEC + 1, 407, &format!("{t2}\r\n")),
+        b.req(SEC + 2, &format!("{t3}\r\n")),
+        b.resp(SEC + 3, 407, ""),
+    ];
+    let v = run(&mut pipeline(false), recs, true);
+    assert_eq!(classes(&v), vec![Class::ServerSplit], "{v:#?}");
+    assert!(v[0].proxy);
+    assert_eq!(v[0].header, Some("Proxy-Authorization"));
+    assert_eq!(v[0].outcome, Outcome::Failure);
+    assert_eq!(v[0].user.as_deref(), Some("bob"));
+}
+
+#[test]
+fn type3_naming_another_server_is_a_server_split() {
+    // WEB1 is known (it issued a challenge) under the name WEB1; a Type-3 whose AV pairs name
+    // WEB2 — a challenge we never saw — reaches WEB1.
+    let mut a = Conn::new(&lb(40000), WEB1, 100);
+    let mut recs = challenge_on(&mut a, SEC, "web1", 71, "");
+    recs.push(a.req(SEC + 2, &auth(&ts::type3("alice", "web1", 71))));
+    recs.push(a.resp(SEC + 3, 200, ""));
+    let mut c = Conn::new(&lb(40005), WEB1, 500);
+    recs.push(c.req(SEC + 4, &auth(&ts::type3("carol", "web2", 72))));
+    recs.push(c.resp(SEC + 5, 401, ""));
+    let v = run(&mut pipeline(false), recs, true);
+    assert_eq!(classes(&v), vec![Class::ServerSplit], "{v:#?}");
+    assert_eq!(v[0].evidence, vec![Evidence::ServerNames]);
+    let named = v[0]
+        .challenge_leg
+        .as_ref()
+        .unwrap()
+        .server_names
+        .clone()
+        .unwrap();
+    assert_eq!(named.nb_computer_name.as_deref(), Some("WEB2"));
+}
+
+/// One rendered event per class (docs/events.md shows these); the ECS fields are there.
+#[test]
+fn every_class_renders_as_ecs_ndjson() {
+    let ctx = crate::event::Context::replay(Default::default());
+    let x = "X-Forwarded-For: 10.9.0.1\r\nX-Client-Port: 51000\r\n";
+    let mut all = Vec::new();
+    // server_split (+ handshake) and connection_split, abandoned, orphan, reuse.
+    let (t1, t2, t3) = ts::fixture_legs("curl_ntlm");
+    let mut a = Conn::new(&lb(40000), WEB1, 100);
+    let mut b = Conn::new(&lb(40001), WEB2, 200);
+    let recs = vec![
+        a.req(1_700_000_000 * SEC, &format!("{x}{t1}\r\n")),
+        a.resp(1_700_000_000 * SEC + 1_000_000, 401, &format!("{t2}\r\n")),
+        a.fin(1_700_000_000 * SEC + 2_000_000, false),
+        b.req(
+            1_700_000_000 * SEC + 3_000_000,
+            &format!("X-Forwarded-For: 10.9.0.1\r\nX-Client-Port: 51007\r\n{t3}\r\n"),
+        ),
+        b.resp(
+            1_700_000_000 * SEC + 4_000_000,
+            401,
+            "WWW-Authenticate: NTLM\r\n",
+        ),
+    ];
+    all.extend(run(&mut pipeline(true), recs, true));
+    let base = 1_700_000_100 * SEC;
+    let mut a = Conn::new(&lb(40002), WEB1, 300);
+    let mut c = Conn::new(&lb(40003), WEB1, 400);
+    let mut recs = challenge_on(&mut a, base, "web1", 81, x);
+    recs.push(c.req(
+        base + 5_000_000,
+        &format!(
+            "X-Forwarded-For: 10.9.0.1\r\nX-Client-Port: 51000\r\n{}",
+            auth(&ts::type3("alice", "web1", 81))
+        ),
+    ));
+    recs.push(c.resp(base + 6_000_000, 200, ""));
+    recs.push(c.req(
+        base + 7_000_000,
+        "X-Forwarded-For: 10.9.0.2\r\nX-Client-Port: 52000\r\n",
+    ));
+    recs.push(c.resp(base + 8_000_000, 200, ""));
+    let mut d = Conn::new(&lb(40004), WEB2, 500);
+    recs.extend(challenge_on(
+        &mut d,
+        base + 9_000_000,
+        "web2",
+        82,
+        "X-Forwarded-For: 10.9.0.3\r\n",
+    ));
+    let mut e = Conn::new(&lb(40005), WEB2, 600);
+    recs.push(e.req(
+        base + 40 * SEC,
+        &format!(
+            "X-Forwarded-For: 10.9.0.4\r\n{}",
+            auth(&ts::type3_v1("dave"))
+        ),
+    ));
+    recs.push(e.resp(base + 40 * SEC + 1_000_000, 401, ""));
+    all.extend(run(&mut pipeline(true), recs, true));
+    let mut seen = std::collections::BTreeSet::new();
+    for v in &all {
+        let j = ctx.verdict(v);
+        for f in [
+            "@timestamp",
+            "event",
+            "source",
+            "destination",
+            "network",
+            "ntlm",
+            "ntlm_affinity",
+            "observer",
+        ] {
+            assert!(!j[f].is_null(), "{f} missing in {j}");
+        }
+        assert!(
+            j["network"]["community_id"]
+                .as_str()
+                .unwrap()
+                .starts_with("1:")
+        );
+        if seen.insert(v.class) {
+            println!("{j}");
+        }
+    }
+    assert_eq!(seen.len(), 5, "{seen:?}"); // the five violation classes
+}

@@ -1,0 +1,231 @@
+//! What the correlator concludes: a violation (one of the five classes of design §4) or a
+//! healthy handshake, with its cause, the evidence that proves it, the connections involved,
+//! the client, the servers and the outcome.
+
+use std::{net::SocketAddr, sync::Arc};
+
+use serde::Serialize;
+use tracker_ntlm::hash::ChallengeKey;
+
+use crate::decode::ServerNames;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, PartialOrd, Ord)]
+#[serde(rename_all = "snake_case")]
+pub enum Class {
+    ServerSplit,
+    ConnectionSplit,
+    OrphanType3,
+    AbandonedChallenge,
+    AuthContextReuse,
+    /// Not a violation: a handshake completed on one connection (emitted with `--handshakes`).
+    Handshake,
+}
+
+impl Class {
+    pub const VIOLATIONS: [Class; 5] = [
+        Class::ServerSplit,
+        Class::ConnectionSplit,
+        Class::OrphanType3,
+        Class::AbandonedChallenge,
+        Class::AuthContextReuse,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Class::ServerSplit => "server_split",
+            Class::ConnectionSplit => "connection_split",
+            Class::OrphanType3 => "orphan_type3",
+            Class::AbandonedChallenge => "abandoned_challenge",
+            Class::AuthContextReuse => "auth_context_reuse",
+            Class::Handshake => "ntlm_handshake",
+        }
+    }
+
+    pub fn is_violation(self) -> bool {
+        self != Class::Handshake
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Cause {
+    ClientReconnect,
+    ConnectionClosed,
+    BalancerReroute,
+    Unknown,
+}
+
+/// The join key (or fact) that proves a verdict.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Evidence {
+    /// The Type-3's MsvAvTimestamp + server names equal those of one Type-2.
+    ChallengeKey,
+    /// The Type-3 names a server (AV pairs) other than the one it reached.
+    ServerNames,
+    /// Type-2 and Type-3 on one connection.
+    SameConnection,
+    /// Same client identity (X-Forwarded-For / client port) within the time window.
+    ClientIdentityWindow,
+    /// The balancer forwarded the same token bytes on a frontend connection (keyed hash).
+    FrontendToken,
+    /// X-Forwarded-For / client-port header of the requests.
+    ClientIdentity,
+    /// FIN/RST or `Connection: close` / HTTP/1.0 on the challenge's connection.
+    ConnectionClose,
+    /// No Type-3 within the window.
+    Timeout,
+    /// Nothing joins this message to any other.
+    None,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    Success,
+    Failure,
+    Unknown,
+}
+
+impl Outcome {
+    pub fn from_status(status: Option<u16>) -> Outcome {
+        match status {
+            None => Outcome::Unknown,
+            Some(401 | 407) => Outcome::Failure,
+            Some(_) => Outcome::Success,
+        }
+    }
+}
+
+/// The client as the backend leg reveals it.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct ClientIdentity {
+    /// Last `X-Forwarded-For` element.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub forwarded_for: Option<String>,
+    /// The configured client-port header.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub port: Option<u16>,
+    /// The frontend connection's client (frontend token join).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub frontend: Option<SocketAddr>,
+}
+
+impl ClientIdentity {
+    pub fn known(&self) -> bool {
+        self.forwarded_for.is_some() || self.port.is_some() || self.frontend.is_some()
+    }
+
+    /// Whether `other` is certainly the same client (every field known on both sides agrees
+    /// and at least one is known on both).
+    pub fn same_as(&self, other: &ClientIdentity) -> bool {
+        let mut any = false;
+        if let (Some(a), Some(b)) = (&self.forwarded_for, &other.forwarded_for) {
+            if a != b {
+                return false;
+            }
+            any = true;
+        }
+        if let (Some(a), Some(b)) = (self.port, other.port) {
+            if a != b {
+                return false;
+            }
+            any = true;
+        }
+        if let (Some(a), Some(b)) = (self.frontend, other.frontend) {
+            if a != b {
+                return false;
+            }
+            any = true;
+        }
+        any
+    }
+
+    /// Whether a request from `other` is another (or an unidentified) client: some field known
+    /// here is absent or different there.
+    pub fn differs(&self, other: &ClientIdentity) -> bool {
+        (self.forwarded_for.is_some() && self.forwarded_for != other.forwarded_for)
+            || (self.forwarded_for.is_none() && self.port.is_some() && self.port != other.port)
+    }
+}
+
+/// One backend (or frontend) connection involved in a verdict.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LegInfo {
+    /// The balancer side (backend leg) or the client (frontend leg).
+    pub client: SocketAddr,
+    pub server: SocketAddr,
+    pub generation: u64,
+    /// When this leg's message was seen (record timestamp).
+    pub at_ns: u64,
+    /// How the connection ended before the verdict, if it did: `fin`, `rst`,
+    /// `connection_close` (header / HTTP/1.0).
+    pub closed: Option<&'static str>,
+    pub server_names: Option<Arc<ServerNames>>,
+}
+
+/// The request that carried the offending message.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct RequestInfo {
+    pub method: Option<String>,
+    pub path: Option<String>,
+    pub version: Option<String>,
+}
+
+#[derive(Clone, Debug)]
+pub struct Verdict {
+    pub class: Class,
+    pub cause: Option<Cause>,
+    pub evidence: Vec<Evidence>,
+    pub ts_ns: u64,
+    /// The connection that carried the Type-2 (for reuse: the one that authenticated).
+    pub challenge_leg: Option<LegInfo>,
+    /// The connection that carried the Type-3 (for reuse: the request that reused it).
+    pub authenticate_leg: Option<LegInfo>,
+    pub client: ClientIdentity,
+    /// For `auth_context_reuse`: the client the connection was authenticated for.
+    pub authenticated_client: Option<ClientIdentity>,
+    pub user: Option<String>,
+    pub domain: Option<String>,
+    pub workstation: Option<String>,
+    pub challenge_key: Option<ChallengeKey>,
+    pub server_challenge: Option<[u8; 8]>,
+    pub request: RequestInfo,
+    pub status: Option<u16>,
+    pub outcome: Outcome,
+    /// Proxy authentication (407, Proxy-Authorization).
+    pub proxy: bool,
+    pub header: Option<&'static str>,
+    /// `ntlm` or `kerberos` (auth_context_reuse of a persisted Kerberos logon).
+    pub mechanism: &'static str,
+    pub ntlmv2: Option<bool>,
+    pub channel_bindings: bool,
+}
+
+impl Verdict {
+    pub fn new(class: Class, ts_ns: u64) -> Self {
+        Self {
+            class,
+            cause: None,
+            evidence: Vec::new(),
+            ts_ns,
+            challenge_leg: None,
+            authenticate_leg: None,
+            client: ClientIdentity::default(),
+            authenticated_client: None,
+            user: None,
+            domain: None,
+            workstation: None,
+            challenge_key: None,
+            server_challenge: None,
+            request: RequestInfo::default(),
+            status: None,
+            outcome: Outcome::Unknown,
+            proxy: false,
+            header: None,
+            mechanism: "ntlm",
+            ntlmv2: None,
+            channel_bindings: false,
+        }
+    }
+}

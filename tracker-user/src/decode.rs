@@ -1,0 +1,306 @@
+//! Auth header values → what correlation needs from each NTLM / Negotiate token, using the
+//! `tracker-ntlm` decoder. Only non-secret facts leave this module (names, flags, the
+//! challenge's identity, the server challenge); the token bytes are used for a keyed hash
+//! (the frontend/backend join) and dropped.
+
+use std::sync::Arc;
+
+use tracker_ntlm::{
+    HeaderName, NtlmMessage, Scheme, Token,
+    hash::{ChallengeKey, ChallengeKeyHasher, TokenHash, token_hash},
+    nlmp::{AvPairs, NtResponseKind},
+};
+
+/// The server names of a challenge's TargetInfo, as a Type-3 repeats them.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash, serde::Serialize)]
+pub struct ServerNames {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub nb_computer_name: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub nb_domain_name: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dns_computer_name: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dns_domain_name: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dns_tree_name: Option<String>,
+}
+
+impl ServerNames {
+    fn from_av(av: &AvPairs) -> Self {
+        Self {
+            nb_computer_name: av.nb_computer_name().map(str::to_string),
+            nb_domain_name: av.nb_domain_name().map(str::to_string),
+            dns_computer_name: av.dns_computer_name().map(str::to_string),
+            dns_domain_name: av.dns_domain_name().map(str::to_string),
+            dns_tree_name: av.dns_tree_name().map(str::to_string),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.nb_computer_name.is_none() && self.dns_computer_name.is_none()
+    }
+
+    /// Both name the machine and the names differ (case-insensitively).
+    pub fn differs(&self, other: &ServerNames) -> bool {
+        let ne = |a: &Option<String>, b: &Option<String>| match (a, b) {
+            (Some(a), Some(b)) => !a.eq_ignore_ascii_case(b),
+            _ => false,
+        };
+        ne(&self.nb_computer_name, &other.nb_computer_name)
+            || ne(&self.dns_computer_name, &other.dns_computer_name)
+    }
+}
+
+/// The identity of one Type-2: MsvAvTimestamp + server names, and its keyed hash.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ChallengeId {
+    pub timestamp: u64,
+    pub names: Arc<ServerNames>,
+    pub key: ChallengeKey,
+}
+
+#[derive(Clone, Debug)]
+pub struct ChallengeInfo {
+    pub server_challenge: [u8; 8],
+    pub target_name: Option<String>,
+    pub names: Arc<ServerNames>,
+    /// `None` when TargetInfo has no MsvAvTimestamp (then only names and windows join).
+    pub id: Option<ChallengeId>,
+}
+
+#[derive(Clone, Debug)]
+pub struct AuthenticateInfo {
+    pub user: Option<String>,
+    pub domain: Option<String>,
+    pub workstation: Option<String>,
+    pub ntlmv2: bool,
+    pub anonymous: bool,
+    /// Names from the NTLMv2 AV pairs (the challenge's server).
+    pub names: Option<Arc<ServerNames>>,
+    /// The challenge this answers (NTLMv2 with MsvAvTimestamp).
+    pub id: Option<ChallengeId>,
+    pub channel_bindings: bool,
+}
+
+/// What one token is.
+#[derive(Clone, Debug)]
+pub enum Auth {
+    /// A bare scheme offer (`WWW-Authenticate: NTLM`).
+    Offer,
+    Negotiate {
+        domain: Option<String>,
+        workstation: Option<String>,
+    },
+    Challenge(ChallengeInfo),
+    Authenticate(AuthenticateInfo),
+    /// A Kerberos token (AP-REQ or AP-REP, bare or in SPNEGO).
+    Kerberos,
+    /// SPNEGO without an inner NTLM/Kerberos token (e.g. a final accept-completed).
+    Spnego,
+    /// A token the decoder rejected (counted; never stops the pipeline).
+    Undecodable(&'static str),
+}
+
+impl Auth {
+    pub fn message_type(&self) -> Option<&'static str> {
+        match self {
+            Auth::Negotiate { .. } => Some("negotiate"),
+            Auth::Challenge(_) => Some("challenge"),
+            Auth::Authenticate(_) => Some("authenticate"),
+            _ => None,
+        }
+    }
+}
+
+/// One decoded token with where it came from.
+#[derive(Clone, Debug)]
+pub struct Decoded {
+    pub header: HeaderName,
+    pub scheme: Scheme,
+    pub auth: Auth,
+    /// Keyed hash of the token bytes (only when the frontend join is on).
+    pub hash: Option<TokenHash>,
+    pub token_len: usize,
+    pub mechanism: &'static str,
+    /// What the base64 prefix says (the kernel's classification), decodable or not.
+    pub prefix: tracker_ntlm::TokenKind,
+}
+
+impl Decoded {
+    /// `negotiate` / `challenge` / `authenticate`: from the decoded message, else from the
+    /// base64 prefix (an undecodable `TlRMTVNTUAAD…` is still a Type-3 attempt).
+    pub fn message_type(&self) -> Option<&'static str> {
+        self.auth.message_type().or(match self.prefix {
+            tracker_ntlm::TokenKind::NtlmNegotiate => Some("negotiate"),
+            tracker_ntlm::TokenKind::NtlmChallenge => Some("challenge"),
+            tracker_ntlm::TokenKind::NtlmAuthenticate => Some("authenticate"),
+            _ => None,
+        })
+    }
+}
+
+pub struct Decoder {
+    pub challenge_keys: ChallengeKeyHasher,
+    /// Hash tokens for the frontend/backend join.
+    pub hash_tokens: bool,
+    pub undecodable: u64,
+}
+
+impl Decoder {
+    pub fn new(challenge_keys: ChallengeKeyHasher, hash_tokens: bool) -> Self {
+        Self {
+            challenge_keys,
+            hash_tokens,
+            undecodable: 0,
+        }
+    }
+
+    fn challenge_id(&self, av: &AvPairs, names: &Arc<ServerNames>) -> Option<ChallengeId> {
+        let key = self.challenge_keys.for_av_pairs(av)?;
+        Some(ChallengeId {
+            timestamp: av.timestamp()?.0,
+            names: Arc::clone(names),
+            key,
+        })
+    }
+
+    /// Decodes every NTLM/Negotiate token of one header line.
+    pub fn header(&mut self, name: HeaderName, value: &str, out: &mut Vec<Decoded>) {
+        let tokens = match tracker_ntlm::parse_auth_header(name.as_str(), value) {
+            Ok(t) => t,
+            Err(e) => {
+                self.undecodable += 1;
+                out.push(Decoded {
+                    header: name,
+                    scheme: if value
+                        .get(..4)
+                        .is_some_and(|s| s.eq_ignore_ascii_case("ntlm"))
+                    {
+                        Scheme::Ntlm
+                    } else {
+                        Scheme::Negotiate
+                    },
+                    auth: Auth::Undecodable(e.kind()),
+                    hash: None,
+                    token_len: 0,
+                    mechanism: "unknown",
+                    prefix: tracker_ntlm::TokenKind::Unknown,
+                });
+                return;
+            }
+        };
+        for t in tokens {
+            let Some(secret) = t.token.as_ref() else {
+                out.push(Decoded {
+                    header: t.header,
+                    scheme: t.scheme,
+                    auth: Auth::Offer,
+                    hash: None,
+                    token_len: 0,
+                    mechanism: "none",
+                    prefix: t.kind,
+                });
+                continue;
+            };
+            let bytes = secret.expose_secret();
+            let hash = self.hash_tokens.then(|| token_hash(bytes));
+            let (auth, mechanism) = match tracker_ntlm::decode_token(bytes) {
+                Ok(tok) => self.classify(&tok),
+                Err(e) => {
+                    self.undecodable += 1;
+                    let mech = match t.kind {
+                        tracker_ntlm::TokenKind::NtlmNegotiate
+                        | tracker_ntlm::TokenKind::NtlmChallenge
+                        | tracker_ntlm::TokenKind::NtlmAuthenticate => "ntlm",
+                        _ => "unknown",
+                    };
+                    (Auth::Undecodable(e.kind()), mech)
+                }
+            };
+            out.push(Decoded {
+                header: t.header,
+                scheme: t.scheme,
+                auth,
+                hash,
+                token_len: bytes.len(),
+                mechanism,
+                prefix: t.kind,
+            });
+        }
+    }
+
+    fn classify(&self, tok: &Token) -> (Auth, &'static str) {
+        let mech = match tok {
+            Token::Ntlm(_) => "ntlm",
+            _ if tok.is_kerberos() => "kerberos",
+            Token::Kerberos(_) => "kerberos",
+            _ if tok.ntlm().is_some() => "spnego_ntlm",
+            _ => "spnego",
+        };
+        let auth = match tok.ntlm() {
+            Some(NtlmMessage::Negotiate(n)) => Auth::Negotiate {
+                domain: n.domain.clone(),
+                workstation: n.workstation.clone(),
+            },
+            Some(NtlmMessage::Challenge(c)) => {
+                let names = Arc::new(
+                    c.target_info
+                        .as_ref()
+                        .map(ServerNames::from_av)
+                        .unwrap_or_default(),
+                );
+                let id = c
+                    .target_info
+                    .as_ref()
+                    .and_then(|av| self.challenge_id(av, &names));
+                Auth::Challenge(ChallengeInfo {
+                    server_challenge: c.server_challenge.0,
+                    target_name: c.target_name.clone(),
+                    names,
+                    id,
+                })
+            }
+            Some(NtlmMessage::Authenticate(a)) => {
+                let av = a.av_pairs();
+                let names = av.map(|av| Arc::new(ServerNames::from_av(av)));
+                let id = match (av, &names) {
+                    (Some(av), Some(n)) => self.challenge_id(av, n),
+                    _ => None,
+                };
+                Auth::Authenticate(AuthenticateInfo {
+                    user: a.user.clone(),
+                    domain: a.domain.clone(),
+                    workstation: a.workstation.clone(),
+                    ntlmv2: a.nt_response.kind == NtResponseKind::NtlmV2,
+                    anonymous: a.is_anonymous(),
+                    names,
+                    id,
+                    channel_bindings: av
+                        .and_then(|av| av.channel_bindings())
+                        .is_some_and(|c| !c.is_all_zero()),
+                })
+            }
+            None if tok.is_kerberos() || tok.kerberos().is_some() => Auth::Kerberos,
+            None => Auth::Spnego,
+        };
+        (auth, mech)
+    }
+}
+
+/// Lowercase hex of bytes that are not secret (the server challenge is public).
+pub fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+impl std::fmt::Display for ChallengeId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.key)
+    }
+}
+
+pub fn key_string(k: &ChallengeKey) -> String {
+    k.to_string()
+}
+
+pub type Hash = TokenHash;

@@ -1,0 +1,490 @@
+//! Segment reassembly per flow direction and generation, by TCP sequence, for the segments the
+//! kernel delivers (only some of a connection's segments: heads, auth headers and the segments
+//! that continue a cut auth header). Retransmissions are dropped, overlaps trimmed, a few
+//! out-of-order segments held, gaps counted; bounded per stream and in total, evictions counted.
+//! Output: complete HTTP heads (pipelined ones too) and connection closes.
+
+use std::collections::HashMap;
+
+use tracker_common::{FlowKey, RECORD_CLOSE, RecordHeader};
+
+use crate::{
+    http::{self, Head, Parse},
+    record::Record,
+};
+
+/// One use of one 5-tuple in one direction.
+pub type StreamId = (FlowKey, u64);
+
+/// What reassembly yields.
+#[derive(Debug)]
+pub enum Piece {
+    /// A complete head; `rec` is the record of the segment where it began (its `seq` is the
+    /// head's first byte).
+    Head { rec: RecordHeader, head: Head },
+    /// FIN or RST of a flow that carried NTLM.
+    Close(RecordHeader),
+}
+
+/// Bounds of the reassembler.
+#[derive(Clone, Debug)]
+pub struct Limits {
+    /// Streams held at once.
+    pub max_streams: usize,
+    /// Bytes buffered for one unfinished head.
+    pub max_stream_bytes: usize,
+    /// Bytes buffered over all streams.
+    pub max_total_bytes: usize,
+    /// Out-of-order segments held per stream while waiting for a missing one.
+    pub max_out_of_order: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_streams: 262_144,
+            max_stream_bytes: 64 * 1024,
+            max_total_bytes: 64 << 20,
+            max_out_of_order: 8,
+        }
+    }
+}
+
+/// Counters (reported in stats and in the replay summary).
+#[derive(Clone, Debug, Default, serde::Serialize)]
+pub struct Stats {
+    pub segments: u64,
+    pub heads: u64,
+    pub retransmissions: u64,
+    pub overlaps_trimmed: u64,
+    pub out_of_order: u64,
+    /// Unfinished heads given up because a segment never came.
+    pub gaps: u64,
+    /// Heads cut by the capture length (only their complete lines were read).
+    pub truncated_heads: u64,
+    /// Segments that began neither a head nor a continuation (body bytes, garbage).
+    pub not_http: u64,
+    pub oversize: u64,
+    pub evicted_streams: u64,
+    pub bytes_limit_drops: u64,
+}
+
+#[derive(Default)]
+struct Stream {
+    /// Sequence number after the last byte consumed.
+    next_seq: Option<u32>,
+    /// Unfinished head bytes; `buf_rec` is the record where they began.
+    buf: Vec<u8>,
+    buf_rec: Option<RecordHeader>,
+    /// Body bytes to skip up to this sequence number.
+    body_until: Option<u32>,
+    ooo: Vec<Record>,
+    last_ns: u64,
+}
+
+pub struct Reassembler {
+    streams: HashMap<StreamId, Stream>,
+    limits: Limits,
+    opts: http::Options,
+    total_bytes: usize,
+    pub stats: Stats,
+}
+
+/// `a` is before `b` in sequence space.
+fn seq_lt(a: u32, b: u32) -> bool {
+    (a.wrapping_sub(b) as i32) < 0
+}
+
+impl Reassembler {
+    pub fn new(limits: Limits, opts: http::Options) -> Self {
+        Self {
+            streams: HashMap::new(),
+            limits,
+            opts,
+            total_bytes: 0,
+            stats: Stats::default(),
+        }
+    }
+
+    pub fn streams(&self) -> usize {
+        self.streams.len()
+    }
+
+    pub fn buffered_bytes(&self) -> usize {
+        self.total_bytes
+    }
+
+    /// Feeds one kernel record; complete heads and closes are appended to `out`.
+    pub fn push(&mut self, rec: Record, out: &mut Vec<Piece>) {
+        let h = rec.header;
+        if h.kind == RECORD_CLOSE {
+            if let Some(s) = self.streams.remove(&(h.key, h.generation)) {
+                self.total_bytes = self.total_bytes.saturating_sub(s.buf.len());
+                if !s.buf.is_empty() {
+                    self.stats.gaps += 1;
+                }
+            }
+            out.push(Piece::Close(h));
+            return;
+        }
+        self.stats.segments += 1;
+        let id = (h.key, h.generation);
+        if !self.streams.contains_key(&id) && self.streams.len() >= self.limits.max_streams {
+            self.evict_one();
+        }
+        let mut st = self.streams.remove(&id).unwrap_or_default();
+        st.last_ns = h.timestamp_ns;
+        self.segment(&mut st, rec, out);
+        // Drain out-of-order segments that are now in order.
+        while let Some(i) = st
+            .ooo
+            .iter()
+            .position(|r| Some(r.header.seq) == st.next_seq || st.buf.is_empty())
+        {
+            let r = st.ooo.swap_remove(i);
+            self.segment(&mut st, r, out);
+        }
+        self.streams.insert(id, st);
+    }
+
+    fn segment(&mut self, st: &mut Stream, rec: Record, out: &mut Vec<Piece>) {
+        let h = rec.header;
+        let mut data: &[u8] = &rec.payload;
+        let mut seq = h.seq;
+        let full_len = h.payload_len.max(data.len() as u32);
+        let end = seq.wrapping_add(full_len);
+        if let Some(next) = st.next_seq {
+            if !seq_lt(next, end) && full_len > 0 {
+                // Everything in it was seen already.
+                self.stats.retransmissions += 1;
+                return;
+            }
+            if seq_lt(seq, next) {
+                let skip = next.wrapping_sub(seq) as usize;
+                self.stats.overlaps_trimmed += 1;
+                data = data.get(skip..).unwrap_or(&[]);
+                seq = next;
+            } else if seq_lt(next, seq) && !st.buf.is_empty() {
+                // A missing segment before this one: hold it a little.
+                if st.ooo.len() < self.limits.max_out_of_order {
+                    self.stats.out_of_order += 1;
+                    st.ooo.push(rec);
+                    return;
+                }
+                self.give_up(st);
+                let mut held = std::mem::take(&mut st.ooo);
+                held.sort_by(|a, b| {
+                    let d = a.header.seq.wrapping_sub(b.header.seq) as i32;
+                    d.cmp(&0)
+                });
+                st.next_seq = None;
+                for r in held {
+                    self.segment(st, r, out);
+                }
+                // This segment may be older than the held ones now.
+                if let Some(next) = st.next_seq
+                    && !seq_lt(next, end)
+                {
+                    self.stats.retransmissions += 1;
+                    return;
+                }
+            }
+        }
+        // Body bytes of an earlier head.
+        if let Some(until) = st.body_until {
+            if seq_lt(seq, until) {
+                let skip = until.wrapping_sub(seq) as usize;
+                if skip >= data.len() {
+                    st.next_seq = Some(end);
+                    if !seq_lt(end, until) {
+                        st.body_until = None;
+                    }
+                    return;
+                }
+                data = &data[skip..];
+                seq = until;
+            }
+            st.body_until = None;
+        }
+        let truncated = (data.len() as u32) < end.wrapping_sub(seq);
+        if st.buf.is_empty() {
+            st.buf_rec = Some(RecordHeader { seq, ..h });
+        }
+        if st.buf.len() + data.len() > self.limits.max_stream_bytes {
+            self.stats.oversize += 1;
+            self.give_up(st);
+            st.next_seq = Some(end);
+            return;
+        }
+        if self.total_bytes + data.len() > self.limits.max_total_bytes {
+            self.stats.bytes_limit_drops += 1;
+            self.give_up(st);
+            st.next_seq = Some(end);
+            return;
+        }
+        st.buf.extend_from_slice(data);
+        self.total_bytes += data.len();
+        st.next_seq = Some(end);
+        self.drain(st, seq, truncated, out);
+    }
+
+    /// Emits every complete head at the start of the buffer.
+    fn drain(&mut self, st: &mut Stream, seg_seq: u32, truncated: bool, out: &mut Vec<Piece>) {
+        let mut consumed = 0usize;
+        loop {
+            let rest = &st.buf[consumed..];
+            if rest.is_empty() {
+                break;
+            }
+            match http::parse(rest, &self.opts) {
+                Parse::Complete(head) => {
+                    self.stats.heads += 1;
+                    let base = st.buf_rec.unwrap_or_default();
+                    let rec = RecordHeader {
+                        seq: base.seq.wrapping_add(consumed as u32),
+                        ..base
+                    };
+                    consumed += head.len;
+                    // Skip a body whose length is known (pipelined heads may follow).
+                    let body = if head.chunked {
+                        0
+                    } else {
+                        head.content_length.unwrap_or(0)
+                    };
+                    let bodyless = head
+                        .status()
+                        .is_some_and(|s| s == 204 || s == 304 || s < 200);
+                    if !bodyless && body > 0 {
+                        let avail = (st.buf.len() - consumed) as u64;
+                        if body <= avail {
+                            consumed += body as usize;
+                        } else {
+                            let start = base.seq.wrapping_add(consumed as u32);
+                            st.body_until =
+                                Some(start.wrapping_add(body.min(u64::from(u32::MAX / 2)) as u32));
+                            consumed = st.buf.len();
+                        }
+                    }
+                    out.push(Piece::Head { rec, head });
+                    if head_chunked_tail(&st.buf[consumed..]) {
+                        consumed = st.buf.len();
+                    }
+                }
+                Parse::Partial => {
+                    if truncated {
+                        // The rest of this segment was not copied: read what is there.
+                        if let Some(head) = http::parse_truncated(rest, &self.opts) {
+                            self.stats.truncated_heads += 1;
+                            let base = st.buf_rec.unwrap_or_default();
+                            let rec = RecordHeader {
+                                seq: base.seq.wrapping_add(consumed as u32),
+                                ..base
+                            };
+                            out.push(Piece::Head { rec, head });
+                        }
+                        consumed = st.buf.len();
+                    }
+                    break;
+                }
+                Parse::NotHttp => {
+                    self.stats.not_http += 1;
+                    consumed = st.buf.len();
+                    break;
+                }
+            }
+        }
+        self.total_bytes = self.total_bytes.saturating_sub(consumed);
+        st.buf.drain(..consumed);
+        if st.buf.is_empty() {
+            st.buf_rec = None;
+        } else if let Some(r) = st.buf_rec.as_mut() {
+            r.seq = r.seq.wrapping_add(consumed as u32);
+            let _ = seg_seq;
+        }
+    }
+
+    fn give_up(&mut self, st: &mut Stream) {
+        if !st.buf.is_empty() {
+            self.stats.gaps += 1;
+            self.total_bytes = self.total_bytes.saturating_sub(st.buf.len());
+            st.buf.clear();
+            st.buf_rec = None;
+        }
+    }
+
+    fn evict_one(&mut self) {
+        // The stream idle the longest goes (a linear scan: evictions are rare by design).
+        if let Some(id) = self
+            .streams
+            .iter()
+            .min_by_key(|(_, s)| s.last_ns)
+            .map(|(id, _)| *id)
+            && let Some(s) = self.streams.remove(&id)
+        {
+            self.total_bytes = self.total_bytes.saturating_sub(s.buf.len());
+            self.stats.evicted_streams += 1;
+        }
+    }
+
+    /// Forgets streams idle for longer than `idle_ns` (their unfinished heads count as gaps).
+    pub fn expire(&mut self, now_ns: u64, idle_ns: u64) {
+        let mut gaps = 0;
+        let mut freed = 0;
+        self.streams.retain(|_, s| {
+            let keep = now_ns.saturating_sub(s.last_ns) <= idle_ns;
+            if !keep && !s.buf.is_empty() {
+                gaps += 1;
+                freed += s.buf.len();
+            }
+            keep
+        });
+        self.stats.gaps += gaps;
+        self.total_bytes = self.total_bytes.saturating_sub(freed);
+    }
+}
+
+/// After a chunked body's first bytes there is no reliable way to find the next head in a
+/// sparse capture: whatever follows a head in the same segment that is not itself a head is
+/// dropped.
+fn head_chunked_tail(rest: &[u8]) -> bool {
+    !rest.is_empty() && !http::starts_like_http(rest)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use bytes::Bytes;
+    use tracker_common::{RECORD_CONTINUATION, RECORD_MESSAGE};
+
+    fn rec(kind: u8, seq: u32, payload: &[u8]) -> Record {
+        Record {
+            header: RecordHeader {
+                kind,
+                seq,
+                generation: 9,
+                payload_len: payload.len() as u32,
+                captured_len: payload.len() as u16,
+                ..Default::default()
+            },
+            payload: Bytes::copy_from_slice(payload),
+        }
+    }
+
+    fn heads(out: &[Piece]) -> Vec<&Head> {
+        out.iter()
+            .filter_map(|p| match p {
+                Piece::Head { head, .. } => Some(head),
+                Piece::Close(_) => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn joins_a_header_split_over_two_segments_and_drops_retransmissions() {
+        let mut r = Reassembler::new(Limits::default(), http::Options::default());
+        let mut out = Vec::new();
+        let first = b"GET / HTTP/1.1\r\nAuthorization: NTLM TlRMTVNT";
+        r.push(rec(RECORD_MESSAGE, 100, first), &mut out);
+        assert!(out.is_empty());
+        r.push(
+            rec(
+                RECORD_CONTINUATION,
+                100 + first.len() as u32,
+                b"UAAB\r\n\r\n",
+            ),
+            &mut out,
+        );
+        let h = heads(&out);
+        assert_eq!(h.len(), 1);
+        assert_eq!(h[0].auth[0].value, "NTLM TlRMTVNTUAAB");
+        // The same two segments again: nothing new.
+        r.push(rec(RECORD_MESSAGE, 100, first), &mut out);
+        r.push(
+            rec(
+                RECORD_CONTINUATION,
+                100 + first.len() as u32,
+                b"UAAB\r\n\r\n",
+            ),
+            &mut out,
+        );
+        assert_eq!(heads(&out).len(), 1);
+        assert_eq!(r.stats.retransmissions, 2);
+    }
+
+    #[test]
+    fn out_of_order_overlap_and_pipelining() {
+        let mut r = Reassembler::new(Limits::default(), http::Options::default());
+        let mut out = Vec::new();
+        let a = b"GET /a HTTP/1.1\r\nAuthoriz";
+        let b = b"ation: NTLM abc\r\n";
+        let c = b"\r\nGET /b HTTP/1.1\r\nContent-Length: 3\r\n\r\nxyzGET /c HTTP/1.1\r\n\r\n";
+        let s0 = 1000u32;
+        let s1 = s0 + a.len() as u32;
+        let s2 = s1 + b.len() as u32;
+        r.push(rec(RECORD_MESSAGE, s0, a), &mut out);
+        r.push(rec(RECORD_CONTINUATION, s2, c), &mut out); // early
+        assert!(out.is_empty());
+        // Overlapping retransmission of the tail of `a` with `b`.
+        let mut ab = a[a.len() - 3..].to_vec();
+        ab.extend_from_slice(b);
+        r.push(rec(RECORD_CONTINUATION, s1 - 3, &ab), &mut out);
+        let h = heads(&out);
+        assert_eq!(h.len(), 3, "{out:?}");
+        assert_eq!(h[0].auth.len(), 1);
+        assert!(
+            matches!(&h[2].start, Some(http::StartLine::Request { target, .. }) if target == "/c")
+        );
+        assert_eq!((r.stats.out_of_order, r.stats.overlaps_trimmed), (1, 1));
+    }
+
+    #[test]
+    fn gaps_garbage_and_bounds_are_counted() {
+        let limits = Limits {
+            max_out_of_order: 1,
+            max_stream_bytes: 64,
+            max_streams: 1,
+            ..Limits::default()
+        };
+        let mut r = Reassembler::new(limits, http::Options::default());
+        let mut out = Vec::new();
+        r.push(
+            rec(
+                RECORD_MESSAGE,
+                1,
+                b"GET / HTTP/1.1\r\nAuthorization: NTLM a",
+            ),
+            &mut out,
+        );
+        r.push(rec(RECORD_CONTINUATION, 500, b"zzz"), &mut out);
+        r.push(
+            rec(RECORD_CONTINUATION, 900, b"\x00\x01\x02garbage\r\n"),
+            &mut out,
+        );
+        assert!(r.stats.gaps >= 1 && r.stats.not_http >= 1, "{:?}", r.stats);
+        r.push(rec(RECORD_MESSAGE, 2000, &[b'A'; 100]), &mut out);
+        assert!(r.stats.oversize + r.stats.not_http >= 2);
+        let mut other = rec(RECORD_MESSAGE, 1, b"GET / HTTP/1.1\r\n\r\n");
+        other.header.generation = 10;
+        r.push(other, &mut out);
+        assert_eq!(r.stats.evicted_streams, 1);
+        assert_eq!(heads(&out).len(), 1);
+    }
+
+    #[test]
+    fn truncated_capture_reads_complete_lines() {
+        let mut r = Reassembler::new(Limits::default(), http::Options::default());
+        let mut out = Vec::new();
+        let mut x = rec(
+            RECORD_MESSAGE,
+            1,
+            b"GET / HTTP/1.1\r\nAuthorization: NTLM TlRMTVNTUAAB\r\nX-Pad: aaaa",
+        );
+        x.header.payload_len = 9000;
+        r.push(x, &mut out);
+        let h = heads(&out);
+        assert_eq!(h.len(), 1);
+        assert!(h[0].truncated);
+        assert_eq!(h[0].auth.len(), 1);
+    }
+}
