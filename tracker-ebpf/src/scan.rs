@@ -15,6 +15,7 @@ use crate::SCRATCH;
 const MASK: u32 = CAPTURE_MAX as u32 - 1;
 
 /// What the scan found in one segment.
+#[derive(Default)]
 pub struct Found {
     pub matched: bool,
     /// The matched header line ends inside this segment.
@@ -264,15 +265,7 @@ extern "C" fn step(_index: u64, ctx: *mut c_void) -> i64 {
 #[inline(always)]
 pub fn scan(len: u32) -> Found {
     let Some(data) = data_ptr() else {
-        return Found {
-            matched: false,
-            line_complete: false,
-            partial_name_at_end: false,
-            header: 0,
-            scheme: 0,
-            token: 0,
-            value_offset: 0,
-        };
+        return Found::default();
     };
     let mut c = ScanCtx {
         data,
@@ -288,15 +281,7 @@ pub fn scan(len: u32) -> Found {
         ended: 0,
         _pad: [0; 2],
     };
-    let mut found = Found {
-        matched: false,
-        line_complete: false,
-        partial_name_at_end: false,
-        header: 0,
-        scheme: 0,
-        token: 0,
-        value_offset: 0,
-    };
+    let mut found = Found::default();
     // A segment may begin with a header line (the block continues from an earlier segment).
     match_line(data, 0, &mut c);
     unsafe {
