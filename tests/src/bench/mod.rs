@@ -89,7 +89,7 @@ pub fn fmt_num(v: f64) -> String {
         return format!("{v}");
     }
     let a = v.abs();
-    let s = if a >= 1000.0 || a == a.trunc() {
+    if a >= 1000.0 || a == a.trunc() {
         format!("{v:.0}")
     } else if a >= 10.0 {
         format!("{v:.1}")
@@ -97,8 +97,7 @@ pub fn fmt_num(v: f64) -> String {
         format!("{v:.2}")
     } else {
         format!("{v:.3}")
-    };
-    s
+    }
 }
 
 /// Median (of a copy); NaN for an empty slice.
@@ -187,8 +186,8 @@ pub fn table(figures: &[Figure]) -> String {
     let mut s = String::new();
     let _ = writeln!(
         s,
-        "{:<w$}  {:>12} {:<8} {:<12} {}",
-        "figure", "value", "unit", "target", "ok"
+        "{:<w$}  {:>12} {:<8} {:<12} ok",
+        "figure", "value", "unit", "target"
     );
     for f in figures {
         let value = f.value.map(fmt_num).unwrap_or_else(|| "-".into());
