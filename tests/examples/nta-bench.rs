@@ -375,7 +375,61 @@ fn per_packet(
             });
         }
     }
+    figs.extend(scan_profile(tracker, ring, opts)?);
     Ok((costs, figs))
+}
+
+/// Where the tracked-HTTP time goes: cost of a no-auth request against its number of header
+/// lines (the scan takes one bpf_loop callback per line), XDP.
+fn scan_profile(
+    tracker: &mut Tracker,
+    ring: &mut RingBuf<MapData>,
+    opts: &Opts,
+) -> Result<Vec<Figure>> {
+    let repeat = if opts.quick { 20_000 } else { 200_000 };
+    let mut points = Vec::new();
+    for (i, extra) in [0usize, 10, 20, 40].into_iter().enumerate() {
+        let payload = frames::request(extra, "Accept: */*");
+        let class = Class {
+            name: "scan",
+            label: "scan",
+            frame: frames::tcp4(
+                &[],
+                frames::CLIENT4,
+                frames::SERVER4,
+                &Tcp::new(40110 + i as u16, BACKEND_PORT, 1, ACK | PSH),
+                &payload,
+            ),
+            event: false,
+            ns_target: None,
+            ratio_target: None,
+        };
+        let mut v = Vec::new();
+        for _ in 0..3 {
+            v.push(cost(tracker, ring, XDP_PROGRAM, &class, repeat, repeat)?);
+        }
+        // Header lines: request line, Host, fillers, Accept, Content-Length.
+        points.push(((extra + 4) as f64, median(&v), payload.len()));
+    }
+    let n = points.len() as f64;
+    let mx = points.iter().map(|p| p.0).sum::<f64>() / n;
+    let my = points.iter().map(|p| p.1).sum::<f64>() / n;
+    let sxy: f64 = points.iter().map(|p| (p.0 - mx) * (p.1 - my)).sum();
+    let sxx: f64 = points.iter().map(|p| (p.0 - mx).powi(2)).sum();
+    let slope = sxy / sxx;
+    let intercept = my - slope * mx;
+    let desc: Vec<String> = points
+        .iter()
+        .map(|(l, ns, b)| format!("{l} lines/{b} B: {} ns", fmt_num(*ns)))
+        .collect();
+    Ok(vec![
+        Figure::info("kernel.xdp.scan_ns_per_header_line", slope, "ns").note(format!(
+            "tracked no-auth request cost against header lines (least squares): {}",
+            desc.join(", ")
+        )),
+        Figure::info("kernel.xdp.scan_fixed_ns", intercept, "ns")
+            .note("the same fit's intercept: parsing, flow lookup and update, per packet"),
+    ])
 }
 
 // ------------------------------------------------------------------ memory
