@@ -129,6 +129,14 @@ pub fn bench(args: &BenchArgs, tracker_bin: &Path) -> Result<()> {
 
 /// The test command's smoke check: `bench --quick` produced a well-formed results.json.
 pub fn smoke(tracker_bin: &Path) -> Result<()> {
+    // Like the privileged test suites: skip without root, except under CI=true.
+    if !nta_tests::lab::is_root() {
+        if std::env::var("CI").is_ok_and(|v| v == "true") {
+            bail!("bench --quick smoke test needs root (BPF, network namespaces) and CI=true");
+        }
+        println!("xtask: bench --quick smoke test SKIPPED (not root)");
+        return Ok(());
+    }
     let args = BenchArgs {
         quick: true,
         no_e2e: false,
