@@ -1,8 +1,9 @@
-//! Project tasks: `cargo xtask setup | test | demo | lab | check`.
+//! Project tasks: `cargo xtask setup | test | demo | bench | lab | check`.
 //!
 //! `setup` bootstraps a fresh machine idempotently; every other task calls it first, so the
 //! README's two commands work from nothing.
 
+mod bench;
 mod demo;
 mod lab;
 mod setup;
@@ -34,6 +35,9 @@ enum Cmd {
     Test(TestArgs),
     /// The demo: lab with real balancers and NTLM backends, tracker attached, events shown.
     Demo(demo::DemoArgs),
+    /// The benchmark harness: kernel per-packet cost vs pass-through, wrk through the lab,
+    /// event path, replay vs tshark, memory; writes target/bench/results.json.
+    Bench(bench::BenchArgs),
     /// Manage the network-namespace lab.
     Lab {
         #[command(subcommand)]
@@ -60,6 +64,9 @@ fn main() {
         Cmd::Demo(args) => setup::setup()
             .and_then(|()| build_release())
             .and_then(|bin| demo::demo(args, Some(&bin))),
+        Cmd::Bench(args) => setup::setup()
+            .and_then(|()| build_release())
+            .and_then(|bin| bench::bench(&args, &bin)),
         Cmd::Lab { cmd } => setup::setup().and_then(|()| lab::lab(cmd)),
     };
     if let Err(e) = result {
@@ -170,6 +177,9 @@ fn test(args: TestArgs) -> anyhow::Result<()> {
         ])
         .env("NTA_TRACKER_BIN", &bin))?;
     fuzz(args.fuzz_seconds)?;
+    // The benchmark harness as a smoke test: results.json produced and well-formed.
+    let release = build_release()?;
+    bench::smoke(&release)?;
     println!("xtask: all tests passed");
     Ok(())
 }

@@ -33,9 +33,10 @@ use anyhow::{Context, Result, anyhow, bail};
 use serde::{Deserialize, Serialize};
 
 pub use config::{
-    BACKEND_CIDR, BACKEND_PORT, Balancer, FRONTEND_CIDR, Frontend, LAB_DOMAIN, LAB_PASSWORD,
-    LB_BACKEND_ADDR, LB_BACKEND_IF, LB_FRONTEND_IF, LabConfig, NS_CLIENT, NS_LB, NS_PREFIX,
-    NS_SWITCH, VIP, backend_addr, backend_name, backend_ns, client_addr, default_state_dir,
+    BACKEND_CIDR, BACKEND_PORT, BackendKind, Balancer, FRONTEND_CIDR, Frontend, LAB_DOMAIN,
+    LAB_PASSWORD, LB_BACKEND_ADDR, LB_BACKEND_IF, LB_FRONTEND_IF, LabConfig, NS_CLIENT, NS_LB,
+    NS_PREFIX, NS_SWITCH, VIP, backend_addr, backend_name, backend_ns, client_addr,
+    default_state_dir,
 };
 pub use sys::{LabLock, ProcRecord, is_root, lab_namespaces, ns_command};
 pub use truth::{TruthRecord, read_truth_file};
@@ -241,7 +242,7 @@ pub fn check_prerequisites(cfg: &LabConfig) -> Result<()> {
     if cfg.uses_haproxy() {
         sys::require_tool("haproxy", "haproxy")?;
     }
-    if cfg.uses_nginx() {
+    if cfg.needs_nginx() {
         sys::require_tool("nginx", "nginx")?;
     }
     find_python()?;
@@ -769,6 +770,9 @@ impl Lab {
     }
 
     fn spawn_backend(&self, b: &BackendInfo) -> Result<()> {
+        if self.cfg.backend_kind == BackendKind::StaticNginx {
+            return self.spawn_static_backend(b);
+        }
         let st = self.state_dir();
         let ready = st.join(format!("{}.ready", b.name));
         let _ = fs::remove_file(&ready);
@@ -823,6 +827,53 @@ impl Lab {
                     "backend {} did not become ready in 20 s:\n{}",
                     b.name,
                     sys::tail(&rec.log, 4000)
+                );
+            }
+            sleep(Duration::from_millis(25));
+        }
+        self.keep(child);
+        Ok(())
+    }
+
+    /// A static NGINX in the backend's namespace (see [`BackendKind::StaticNginx`]).
+    fn spawn_static_backend(&self, b: &BackendInfo) -> Result<()> {
+        let st = self.state_dir();
+        fs::create_dir_all(st.join("nginx-tmp"))?;
+        let cfg_path = st.join(format!("{}.nginx.conf", b.name));
+        fs::write(
+            &cfg_path,
+            config::static_backend_config(&b.name, b.addr, st),
+        )?;
+        let err_log = st.join(format!("{}.error.log", b.name));
+        let argv: [&OsStr; 7] = [
+            OsStr::new("nginx"),
+            OsStr::new("-c"),
+            cfg_path.as_os_str(),
+            OsStr::new("-e"),
+            err_log.as_os_str(),
+            OsStr::new("-p"),
+            st.as_os_str(),
+        ];
+        let (mut child, rec) = sys::spawn_daemon(st, &b.name, &b.ns, &argv, &[])?;
+        let want = format!("{}:{BACKEND_PORT}", b.addr);
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            if let Ok(Some(status)) = child.try_wait() {
+                bail!(
+                    "static backend {} exited at start ({status}):\n{}\n{}",
+                    b.name,
+                    sys::tail(&rec.log, 2000),
+                    sys::tail(&err_log, 2000)
+                );
+            }
+            if sys::listening(&b.ns)?.contains(&want) {
+                break;
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                bail!(
+                    "static backend {} does not listen on {want} after 15 s",
+                    b.name
                 );
             }
             sleep(Duration::from_millis(25));

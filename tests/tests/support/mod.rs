@@ -1,7 +1,8 @@
 //! Helpers shared by the privileged test suites: the CI gate, crafted frames, namespaces.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
-pub mod frames;
+#[allow(unused_imports)] // not every suite crafts frames
+pub use nta_tests::frames;
 
 /// Privileged tests need root (BPF, network namespaces). Under `CI=true` a missing privilege
 /// is a failure, never a skip; elsewhere the test says why it did not run.
