@@ -2,6 +2,7 @@
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
 pub mod frames;
+pub mod tracker;
 
 /// Privileged tests need root (BPF, network namespaces). Under `CI=true` a missing privilege
 /// is a failure, never a skip; elsewhere the test says why it did not run.
