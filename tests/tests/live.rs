@@ -7,7 +7,6 @@ mod support;
 
 use std::{
     io::{BufRead, BufReader},
-    path::PathBuf,
     process::{Child, Command, Stdio},
     sync::mpsc,
     time::{Duration, Instant},
@@ -15,6 +14,7 @@ use std::{
 
 use aya::programs::{SchedClassifier, TcAttachType};
 use serde_json::Value;
+use support::tracker::tracker_bin;
 
 /// Two namespaces joined by a veth pair; removed on drop (even when the test panics).
 struct Pair {
@@ -183,19 +183,6 @@ impl Drop for Pair {
             let _ = Command::new("ip").args(["netns", "del", ns]).status();
         }
     }
-}
-
-fn tracker_bin() -> PathBuf {
-    if let Ok(p) = std::env::var("NTA_TRACKER_BIN") {
-        return PathBuf::from(p);
-    }
-    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/debug/ntlm-affinity");
-    assert!(
-        p.exists(),
-        "{} missing: run `cargo build -p tracker-user` (or `cargo xtask test`)",
-        p.display()
-    );
-    p
 }
 
 /// The daemon running in the client namespace, its stdout lines on a channel.

@@ -255,7 +255,8 @@ impl Tracker {
         let err = scratch.join("e2e-tracker.log");
         let mut cmd = lab.lb_command(bin);
         cmd.args(lab.topology().tracker_args())
-            .args(["--stats-interval", "0"])
+            // Message records are what this figure counts (verdicts are rare here).
+            .args(["--stats-interval", "0", "--messages"])
             .stdin(Stdio::null())
             .stdout(fs::File::create(&out)?)
             .stderr(fs::File::create(&err)?);

@@ -164,7 +164,8 @@ pub fn run(opts: &ReplayOptions) -> Result<Vec<Figure>> {
         Command::new(&opts.tracker_bin)
             .arg("replay")
             .arg(&capture)
-            .args(["--backend", &format!("{BACKEND_CIDR}:{BACKEND_PORT}")]),
+            .args(["--backend", &format!("{BACKEND_CIDR}:{BACKEND_PORT}")])
+            .args(["--messages", "--no-progress"]),
         &out,
     )?;
     let msgs = super::e2e::count_messages(&out);
@@ -231,7 +232,8 @@ pub fn run(opts: &ReplayOptions) -> Result<Vec<Figure>> {
         Command::new(&opts.tracker_bin)
             .arg("replay")
             .arg(&open)
-            .args(["--backend", &format!("{BACKEND_CIDR}:{BACKEND_PORT}")]),
+            .args(["--backend", &format!("{BACKEND_CIDR}:{BACKEND_PORT}")])
+            .arg("--no-progress"),
         &out,
     )?;
     let _ = fs::remove_file(&out);

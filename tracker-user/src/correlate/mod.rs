@@ -179,6 +179,9 @@ pub struct Correlator {
     /// Names of each server, from the challenges it issued.
     server_names: HashMap<SocketAddr, Arc<ServerNames>>,
     frontend_tokens: HashMap<TokenHash, FrontRef>,
+    /// Frontend connections (client address) whose HTTP said the connection ends after the
+    /// message (HTTP/1.0, `Connection: close`), with when: a client that had to reconnect.
+    frontend_closing: HashMap<SocketAddr, u64>,
     last_ns: u64,
     pub stats: Stats,
 }
@@ -227,6 +230,7 @@ impl Correlator {
             next_challenge: 1,
             server_names: HashMap::new(),
             frontend_tokens: HashMap::new(),
+            frontend_closing: HashMap::new(),
             last_ns: 0,
             stats: Stats::default(),
         }
@@ -408,7 +412,7 @@ impl Correlator {
             None => d == 0,
         };
         if frontend {
-            self.on_frontend(id, tokens, h.timestamp_ns);
+            self.on_frontend(id, head, tokens, h.timestamp_ns);
             return;
         }
         if is_request {
@@ -418,10 +422,18 @@ impl Correlator {
         }
     }
 
-    fn on_frontend(&mut self, id: u64, tokens: &[Decoded], now: u64) {
+    fn on_frontend(&mut self, id: u64, head: &Head, tokens: &[Decoded], now: u64) {
         let Some(client) = self.conns.get(&id).map(|c| c.client) else {
             return;
         };
+        if head.closes_connection() && !tokens.is_empty() {
+            if self.frontend_closing.len() >= self.cfg.max_challenges {
+                let window = self.cfg.window_ns;
+                self.frontend_closing
+                    .retain(|_, at| now.saturating_sub(*at) <= window);
+            }
+            self.frontend_closing.insert(client, now);
+        }
         for t in tokens {
             if let Some(hash) = t.hash {
                 if self.frontend_tokens.len() >= self.cfg.max_challenges {
@@ -751,17 +763,39 @@ impl Correlator {
         closed: Option<Closed>,
         identity: &ClientIdentity,
     ) -> (Cause, Evidence) {
+        // The client kept its frontend connection: whatever closed the challenge's backend
+        // connection (HAProxy `option http-server-close`, an NGINX upstream without
+        // `keepalive` sending `Connection: close`), it was the balancer's choice to carry the
+        // Type-3 elsewhere — the fix is in its configuration (design §4, seeds 001/002).
+        if let (Some(a), Some(b)) = (ch.identity.frontend, identity.frontend)
+            && a == b
+        {
+            return (Cause::BalancerReroute, Evidence::FrontendToken);
+        }
+        if let (Some(a), Some(b), Some(x), Some(y)) = (
+            ch.identity.port,
+            identity.port,
+            ch.identity.forwarded_for.as_ref(),
+            identity.forwarded_for.as_ref(),
+        ) && a == b
+            && x == y
+        {
+            return (Cause::BalancerReroute, Evidence::ClientIdentity);
+        }
         if ch.closing {
             return (Cause::ConnectionClosed, Evidence::ConnectionClose);
         }
-        if let (Some(a), Some(b)) = (ch.identity.frontend, identity.frontend) {
-            if a != b {
-                return (Cause::ClientReconnect, Evidence::FrontendToken);
-            }
-            if closed.is_some() {
+        if let (Some(a), Some(_)) = (ch.identity.frontend, identity.frontend) {
+            // Another frontend connection. When the one that carried the handshake announced
+            // its end (HTTP/1.0, `Connection: close`: seed 003), the client had to reconnect.
+            if self
+                .frontend_closing
+                .get(&a)
+                .is_some_and(|at| at.abs_diff(ch.leg.at_ns) <= self.cfg.window_ns)
+            {
                 return (Cause::ConnectionClosed, Evidence::ConnectionClose);
             }
-            return (Cause::BalancerReroute, Evidence::FrontendToken);
+            return (Cause::ClientReconnect, Evidence::FrontendToken);
         }
         if closed.is_some() {
             return (Cause::ConnectionClosed, Evidence::ConnectionClose);
@@ -1020,6 +1054,8 @@ impl Correlator {
         self.slots.retain(|_, s| live.contains(&s.cur));
         self.frontend_tokens
             .retain(|_, f| now_ns.saturating_sub(f.at_ns) <= window.saturating_mul(4));
+        self.frontend_closing
+            .retain(|_, at| now_ns.saturating_sub(*at) <= window.saturating_mul(4));
     }
 
     fn flush_pending(&mut self, c: &mut Conn, out: &mut Vec<Verdict>) {

@@ -242,6 +242,76 @@ fn frontend_token_join_tells_reconnect_from_reroute() {
 }
 
 #[test]
+fn balancer_closing_the_challenge_connection_is_still_a_reroute() {
+    // HAProxy `option http-server-close` / NGINX without upstream keepalive: the balancer
+    // closes the backend connection after the Type-2 although the client keeps its frontend
+    // connection, then sends the Type-3 on a new backend connection. The client did nothing
+    // wrong: balancer_reroute, not connection_closed (found by the lab's scenario 2).
+    // Without the frontend leg, an HTTP/1.0 client's `Connection: close` stays connection_closed.
+    for (same_frontend, cause) in [
+        (true, Cause::BalancerReroute),
+        (false, Cause::ConnectionClosed),
+    ] {
+        let t2 = ts::type2("web1", 901, *b"chal0010");
+        let t3 = ts::type3("alice", "web1", 901);
+        let mut f1 = Conn::new("10.20.0.5:61000", "198.18.0.1:8080", 10);
+        let mut f2 = Conn::new("10.20.0.5:61001", "198.18.0.1:8080", 11);
+        let mut a = Conn::new(&lb(40000), WEB1, 100);
+        let mut b = Conn::new(&lb(40001), WEB2, 200);
+        let recs = vec![
+            f1.req(SEC, &auth(&ts::type1())),
+            a.req(
+                SEC + 1,
+                &format!("Connection: close\r\n{}", auth(&ts::type1())),
+            ),
+            a.resp(SEC + 2, 401, &format!("Connection: close\r\n{}", chal(&t2))),
+            a.fin(SEC + 3, true),
+            f1.resp(SEC + 3, 401, &chal(&t2)),
+            if same_frontend {
+                f1.req(SEC + 4, &auth(&t3))
+            } else {
+                f2.req(SEC + 4, &auth(&t3))
+            },
+            b.req(SEC + 5, &auth(&t3)),
+            b.resp(SEC + 6, 401, ""),
+        ];
+        let v = run(&mut pipeline(false), recs, true);
+        assert_eq!(classes(&v), vec![Class::ServerSplit], "{v:#?}");
+        assert_eq!(v[0].cause, Some(cause), "same frontend {same_frontend}");
+    }
+}
+
+#[test]
+fn http10_client_reconnecting_after_connection_close_is_connection_closed() {
+    // Seed 003: the HTTP/1.0 client's frontend connection announced its end (`Connection:
+    // close`), the balancer kept its backend connection alive (HTTP/1.1 to the server), the
+    // Type-3 came on a new frontend connection: connection_closed, not client_reconnect.
+    for (close_header, cause) in [
+        ("Connection: close\r\n", Cause::ConnectionClosed),
+        ("", Cause::ClientReconnect),
+    ] {
+        let t2 = ts::type2("web1", 902, *b"chal0011");
+        let t3 = ts::type3("alice", "web1", 902);
+        let mut f1 = Conn::new("10.20.0.5:61000", "198.18.0.1:8080", 10);
+        let mut f2 = Conn::new("10.20.0.5:61001", "198.18.0.1:8080", 11);
+        let mut a = Conn::new(&lb(40000), WEB1, 100);
+        let mut b = Conn::new(&lb(40001), WEB2, 200);
+        let recs = vec![
+            f1.req(SEC, &format!("{close_header}{}", auth(&ts::type1()))),
+            a.req(SEC + 1, &auth(&ts::type1())),
+            a.resp(SEC + 2, 401, &chal(&t2)),
+            f1.resp(SEC + 3, 401, &chal(&t2)),
+            f2.req(SEC + 4, &auth(&t3)),
+            b.req(SEC + 5, &auth(&t3)),
+            b.resp(SEC + 6, 401, ""),
+        ];
+        let v = run(&mut pipeline(false), recs, true);
+        assert_eq!(classes(&v), vec![Class::ServerSplit], "{v:#?}");
+        assert_eq!(v[0].cause, Some(cause), "{close_header:?}");
+    }
+}
+
+#[test]
 fn orphan_type3() {
     let mut b = Conn::new(&lb(40001), WEB2, 200);
     let recs = vec![

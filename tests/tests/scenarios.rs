@@ -1,0 +1,841 @@
+//! The field scenarios of issue 6 as end-to-end tests: real HAProxy / NGINX in the lab, real
+//! clients, the `ntlm-affinity` daemon attached in the balancer namespace to its backend and
+//! frontend interfaces, and its alerts compared one by one with the backends' ground truth
+//! (precision and recall of 100 %, with the cause each scenario expects). Scenarios 2 and 7
+//! also capture the traffic, replay the capture through `ntlm-affinity replay` and require the
+//! same verdicts as live (issue 5); scenario 2 checks the NTLM message types per connection
+//! against tshark.
+//!
+//! Needs root, iproute2, haproxy, nginx, curl, dumpcap/tshark/mergecap and Python 3 with
+//! pyspnego. Without them the tests skip with a message, except under `CI=true`, where they
+//! fail.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod support;
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::{Mutex, MutexGuard};
+
+use nta_tests::lab::{
+    self, Balancer, Frontend, LAB_PASSWORD, LB_BACKEND_IF, LB_FRONTEND_IF, Lab, LabConfig,
+    TruthRecord, client_addr,
+};
+use serde_json::Value;
+use support::tracker::{Tracker, tracker_bin};
+
+/// One lab per machine: the tests of this file run one after the other.
+static SERIAL: Mutex<()> = Mutex::new(());
+
+fn serial() -> MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// The lab, up, or `None` when this machine cannot run it (skip; a failure under CI=true).
+fn lab_up(test: &str, cfg: LabConfig) -> Option<Lab> {
+    if !support::privileged(test) {
+        return None;
+    }
+    match lab::check_prerequisites(&cfg) {
+        Ok(()) => {}
+        Err(e) if std::env::var("CI").is_ok_and(|v| v == "true") => {
+            panic!("{test}: lab prerequisites missing under CI=true (this must not skip): {e:#}")
+        }
+        Err(e) => {
+            eprintln!("{test}: SKIPPED (set CI=true to make this a failure): {e:#}");
+            return None;
+        }
+    }
+    Some(Lab::up(cfg).unwrap().down_on_drop(true))
+}
+
+/// Options every tracker of this file gets (live and replay).
+const COMMON: [&str; 2] = ["--client-port-header", "X-Client-Port"];
+
+/// `ntlm-affinity run` in the balancer namespace on `nta-be` + `nta-fe`.
+fn start_tracker(lab: &Lab, extra: &[&str]) -> Tracker {
+    let mut cmd = lab.lb_command(tracker_bin());
+    cmd.args(lab.topology().tracker_args())
+        .args(["--stats-interval", "0"])
+        .args(COMMON)
+        .args(extra);
+    Tracker::start(cmd)
+}
+
+fn alerts(events: &[Value]) -> Vec<&Value> {
+    events
+        .iter()
+        .filter(|e| e["event"]["kind"] == "alert")
+        .collect()
+}
+
+fn endpoint(v: &Value) -> String {
+    format!("{}:{}", v["ip"].as_str().unwrap_or("?"), v["port"])
+}
+
+/// What identifies an alert against the ground truth: class, the backend-leg connection it is
+/// about (balancer `ip:port`), and the server address.
+type Key = (String, String, String);
+
+fn alert_key(a: &Value) -> Key {
+    (
+        a["event"]["action"].as_str().unwrap_or("?").to_string(),
+        endpoint(&a["source"]),
+        a["destination"]["ip"].as_str().unwrap_or("?").to_string(),
+    )
+}
+
+/// The alerts the ground truth calls for: every split Type-3 (`server_split` /
+/// `connection_split`), every request served on a connection authenticated for another client
+/// (`auth_context_reuse`), every challenge no Type-3 ever answered (`abandoned_challenge`).
+fn expected_alerts(lab: &Lab, truth: &[TruthRecord]) -> Vec<Key> {
+    let addr = |server: &str| {
+        lab.topology()
+            .backend(server)
+            .map(|b| b.addr.to_string())
+            .unwrap_or_else(|| panic!("unknown backend {server}"))
+    };
+    let answered: std::collections::HashSet<(String, u64)> = truth
+        .iter()
+        .filter(|r| r.ntlm_type == Some(3))
+        .filter_map(|r| Some((r.challenge_server.clone()?.to_uppercase(), r.challenge_ts?)))
+        .collect();
+    let mut want = Vec::new();
+    for r in truth {
+        let class = if r.is_split() {
+            match r.split.as_deref() {
+                Some("server") => "server_split",
+                _ => "connection_split",
+            }
+        } else if r.is_foreign_reuse() {
+            "auth_context_reuse"
+        } else if r.outcome == "challenge"
+            && r.ntlm_type == Some(1)
+            && !answered.contains(&(
+                r.challenge_server
+                    .clone()
+                    .unwrap_or_default()
+                    .to_uppercase(),
+                r.challenge_ts.unwrap_or_default(),
+            ))
+        {
+            "abandoned_challenge"
+        } else {
+            continue;
+        };
+        want.push((class.to_string(), r.conn.clone(), addr(&r.server)));
+    }
+    want.sort();
+    want
+}
+
+/// Precision and recall of 100 %: the tracker's alerts and the truth's, as multisets.
+fn assert_exact(scenario: &str, lab: &Lab, truth: &[TruthRecord], events: &[Value]) {
+    let mut want = expected_alerts(lab, truth);
+    want.sort();
+    let got_alerts = alerts(events);
+    let mut got: Vec<Key> = got_alerts.iter().map(|a| alert_key(a)).collect();
+    got.sort();
+    if want != got {
+        let mut missing = want.clone();
+        for g in &got {
+            if let Some(i) = missing.iter().position(|w| w == g) {
+                missing.remove(i);
+            }
+        }
+        let mut extra = got.clone();
+        for w in &want {
+            if let Some(i) = extra.iter().position(|g| g == w) {
+                extra.remove(i);
+            }
+        }
+        let extra_full: Vec<String> = got_alerts
+            .iter()
+            .filter(|a| extra.contains(&alert_key(a)))
+            .take(5)
+            .map(|a| a.to_string())
+            .collect();
+        let truth_of_missing: Vec<String> = truth
+            .iter()
+            .filter(|r| missing.iter().any(|m| m.1 == r.conn))
+            .take(10)
+            .map(|r| format!("{r:?}"))
+            .collect();
+        panic!(
+            "{scenario}: tracker alerts differ from the ground truth \
+             ({} expected, {} reported)\nmissed (recall): {missing:#?}\nunexpected (precision): \
+             {extra:#?}\nunexpected alerts: {extra_full:#?}\ntruth of the missed connections: \
+             {truth_of_missing:#?}",
+            want.len(),
+            got.len()
+        );
+    }
+}
+
+/// Every alert of `class` has one of `causes`.
+fn assert_causes(scenario: &str, events: &[Value], class: &str, causes: &[&str]) {
+    for a in alerts(events) {
+        if a["event"]["action"] == class {
+            let cause = a["ntlm_affinity"]["cause"].as_str().unwrap_or("");
+            assert!(
+                causes.contains(&cause),
+                "{scenario}: {class} with cause {cause:?}, expected one of {causes:?}: {a}"
+            );
+        }
+    }
+}
+
+fn count(events: &[Value], class: &str) -> usize {
+    alerts(events)
+        .iter()
+        .filter(|a| a["event"]["action"] == class)
+        .count()
+}
+
+/// No alert ever concerns a Kerberos token; the Kerberos requests of the truth drew none.
+fn assert_kerberos_clean(lab: &Lab, truth: &[TruthRecord], events: &[Value]) {
+    for a in alerts(events) {
+        assert_ne!(
+            a["ntlm_affinity"]["mechanism"], "kerberos",
+            "a Kerberos Negotiate token was flagged: {a}"
+        );
+    }
+    let krb: Vec<(String, String)> = truth
+        .iter()
+        .filter(|r| r.mech.as_deref() == Some("kerberos"))
+        .map(|r| {
+            (
+                r.conn.clone(),
+                lab.topology().backend(&r.server).unwrap().addr.to_string(),
+            )
+        })
+        .collect();
+    for a in alerts(events) {
+        let k = alert_key(a);
+        assert!(
+            !krb.contains(&(k.1.clone(), k.2.clone())) || k.0 == "abandoned_challenge",
+            "an alert on a Kerberos connection: {a}"
+        );
+    }
+}
+
+fn clients(lab: &Lab, kind: &str, port: u16, args: &[&str]) -> Vec<Value> {
+    lab.run_clients(kind, port, args)
+        .unwrap_or_else(|e| panic!("clients.py {kind}: {e:#}"))
+}
+
+/// HTTP statuses of the client's `leg` requests (there must be some).
+fn statuses(lines: &[Value], leg: &str) -> Vec<u64> {
+    let v: Vec<u64> = lines
+        .iter()
+        .filter(|l| l["leg"] == leg)
+        .map(|l| l["status"].as_u64().unwrap_or(0))
+        .collect();
+    assert!(!v.is_empty(), "no {leg} request in {lines:?}");
+    v
+}
+
+fn sources(n: usize, first: usize) -> String {
+    (first..first + n)
+        .map(|i| client_addr(i).to_string())
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// Captures of both balancer legs while the daemon runs, merged into one file for replay.
+struct Captures {
+    be: lab::Capture,
+    fe: lab::Capture,
+}
+
+impl Captures {
+    fn start(lab: &Lab, name: &str) -> Captures {
+        Captures {
+            be: lab
+                .start_capture(LB_BACKEND_IF, &format!("{name}-be"))
+                .unwrap(),
+            fe: lab
+                .start_capture(LB_FRONTEND_IF, &format!("{name}-fe"))
+                .unwrap(),
+        }
+    }
+
+    /// Stop both; returns (backend capture, merged capture).
+    fn stop(self, lab: &Lab, name: &str) -> (PathBuf, PathBuf) {
+        // dumpcap reads the kernel's packet ring in blocks that are handed over on a timeout
+        // and does not drain a partly filled block on SIGTERM: give it that timeout first, or
+        // the last packets are missing from the file.
+        std::thread::sleep(std::time::Duration::from_millis(1500));
+        let be = self.be.stop().unwrap();
+        let fe = self.fe.stop().unwrap();
+        let merged = lab.state_dir().join(format!("{name}-merged.pcapng"));
+        let out = Command::new("mergecap")
+            .arg("-w")
+            .arg(&merged)
+            .arg(&be)
+            .arg(&fe)
+            .output()
+            .expect("mergecap (wireshark-common)");
+        assert!(
+            out.status.success(),
+            "mergecap: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        (be, merged)
+    }
+}
+
+/// `ntlm-affinity replay FILE` with the lab's backend and frontend.
+fn replay(lab: &Lab, file: &Path, extra: &[&str]) -> Vec<Value> {
+    let t = lab.topology();
+    let mut cmd = Command::new(tracker_bin());
+    cmd.arg("replay")
+        .arg(file)
+        .args([
+            "--backend",
+            &format!("{}:{}", t.backend_cidr, t.backend_port),
+            "--no-progress",
+        ])
+        .args(COMMON)
+        .args(extra);
+    for p in t.frontend_ports() {
+        cmd.args(["--frontend-port", &p.to_string()]);
+    }
+    let out = cmd.stdin(Stdio::null()).output().unwrap();
+    assert!(
+        out.status.success(),
+        "replay {}: {}",
+        file.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+/// A verdict's identity for live-vs-replay: class, cause, both connections (flows).
+fn verdict_sig(a: &Value) -> String {
+    let na = &a["ntlm_affinity"];
+    format!(
+        "{} cause={} leg={} challenge_leg={} request_leg={} src={} dst={}",
+        a["event"]["action"].as_str().unwrap_or("?"),
+        na["cause"].as_str().unwrap_or("-"),
+        na["authenticate_leg"]["flow"].as_str().unwrap_or("-"),
+        na["challenge_leg"]["flow"].as_str().unwrap_or("-"),
+        na["request_leg"]["flow"].as_str().unwrap_or("-"),
+        endpoint(&a["source"]),
+        endpoint(&a["destination"]),
+    )
+}
+
+fn assert_replay_matches(scenario: &str, live: &[Value], replayed: &[Value]) {
+    let mut l: Vec<String> = alerts(live).iter().map(|a| verdict_sig(a)).collect();
+    let mut r: Vec<String> = alerts(replayed).iter().map(|a| verdict_sig(a)).collect();
+    l.sort();
+    r.sort();
+    assert!(!l.is_empty(), "{scenario}: no live verdicts to compare");
+    assert_eq!(
+        l, r,
+        "{scenario}: replaying the capture must give the live verdicts"
+    );
+}
+
+fn msg_type_num(t: &str) -> u32 {
+    match t {
+        "negotiate" => 1,
+        "challenge" => 2,
+        "authenticate" => 3,
+        other => panic!("message type {other:?}"),
+    }
+}
+
+/// NTLM message types per backend connection (`balancer ip:port`→`server ip:port`), in order.
+type PerConn = BTreeMap<String, Vec<u32>>;
+
+fn conn_key(a: (&str, &str), b: (&str, &str), server_net: &str) -> String {
+    // The server side is the one in the backend network.
+    if a.0.starts_with(server_net) {
+        format!("{}:{}<-{}:{}", a.0, a.1, b.0, b.1)
+    } else {
+        format!("{}:{}<-{}:{}", b.0, b.1, a.0, a.1)
+    }
+}
+
+fn tracker_types(events: &[Value], server_net: &str) -> PerConn {
+    let mut m = PerConn::new();
+    for e in events
+        .iter()
+        .filter(|e| e["event"]["action"] == "ntlm_message")
+    {
+        let Some(t) = e["ntlm"]["message_type"].as_str() else {
+            continue;
+        };
+        let (s, d) = (&e["source"], &e["destination"]);
+        let (sip, dip) = (s["ip"].as_str().unwrap(), d["ip"].as_str().unwrap());
+        if !sip.starts_with(server_net) && !dip.starts_with(server_net) {
+            continue; // frontend leg
+        }
+        let k = conn_key(
+            (sip, &s["port"].to_string()),
+            (dip, &d["port"].to_string()),
+            server_net,
+        );
+        m.entry(k).or_default().push(msg_type_num(t));
+    }
+    m
+}
+
+fn tshark_types(pcap: &Path, server_net: &str) -> PerConn {
+    let out = Command::new("tshark")
+        .arg("-r")
+        .arg(pcap)
+        .args([
+            "-Y",
+            "ntlmssp.messagetype",
+            "-T",
+            "fields",
+            "-e",
+            "ip.src",
+            "-e",
+            "tcp.srcport",
+            "-e",
+            "ip.dst",
+            "-e",
+            "tcp.dstport",
+            "-e",
+            "ntlmssp.messagetype",
+        ])
+        .output()
+        .expect("tshark");
+    assert!(
+        out.status.success(),
+        "tshark: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut m = PerConn::new();
+    for line in String::from_utf8_lossy(&out.stdout).lines() {
+        let f: Vec<&str> = line.split('\t').collect();
+        if f.len() < 5 {
+            continue;
+        }
+        let k = conn_key((f[0], f[1]), (f[2], f[3]), server_net);
+        for t in f[4].split(',') {
+            let n = u32::from_str_radix(t.trim_start_matches("0x"), 16).unwrap();
+            m.entry(k.clone()).or_default().push(n);
+        }
+    }
+    m
+}
+
+fn backend_net(lab: &Lab) -> String {
+    // 198.19.0.0/24 -> "198.19.0."
+    let cidr = &lab.topology().backend_cidr;
+    let ip: Ipv4Addr = cidr.split('/').next().unwrap().parse().unwrap();
+    let o = ip.octets();
+    format!("{}.{}.{}.", o[0], o[1], o[2])
+}
+
+fn splits(truth: &[TruthRecord]) -> usize {
+    truth.iter().filter(|r| r.is_split()).count()
+}
+
+// ---------------------------------------------------------------------------------------------
+
+/// 1. HAProxy default keep-alive, roundrobin, curl --ntlm keep-alive clients: every
+///    handshake 200, zero alerts; a Kerberos-looking Negotiate token beside them is not flagged.
+#[test]
+fn scenario_1_haproxy_keepalive_is_clean() {
+    let _g = serial();
+    let cfg = LabConfig::single(Balancer::HaproxyKeepAlive).with_backends(2);
+    let Some(lab) = lab_up("scenario_1", cfg) else {
+        return;
+    };
+    let tracker = start_tracker(&lab, &[]);
+    for i in 0..6 {
+        let run = lab
+            .curl_ntlm(80, client_addr(i), "LAB\\alice", LAB_PASSWORD, 2)
+            .unwrap();
+        assert_eq!(run.statuses, vec![200, 200], "curl: {}", run.stderr);
+    }
+    let ka = clients(
+        &lab,
+        "keepalive",
+        80,
+        &["--count", "10", "--sources", &sources(4, 4), "--then", "1"],
+    );
+    assert!(statuses(&ka, "type3").iter().all(|s| *s == 200), "{ka:?}");
+    let neg = clients(
+        &lab,
+        "keepalive",
+        80,
+        &["--count", "4", "--scheme", "Negotiate", "--wrap", "spnego"],
+    );
+    assert!(statuses(&neg, "type3").iter().all(|s| *s == 200), "{neg:?}");
+    clients(&lab, "kerberos", 80, &["--count", "3"]);
+    let events = tracker.stop();
+    let truth = lab.truth().unwrap();
+    let ok = truth.iter().filter(|r| r.outcome == "success").count();
+    assert_eq!(ok, 6 + 10 + 4, "every handshake succeeded: {truth:#?}");
+    assert!(
+        truth
+            .iter()
+            .all(|r| r.outcome != "failure" || r.mech.as_deref() == Some("kerberos"))
+    );
+    assert_exact("scenario 1", &lab, &truth, &events);
+    assert_eq!(alerts(&events).len(), 0, "zero alerts");
+    assert_kerberos_clean(&lab, &truth, &events);
+    lab.shutdown().unwrap();
+}
+
+/// 2. HAProxy `option http-server-close`, roundrobin: every Type-3 lands on the other server
+///    (`server_split`, cause `balancer_reroute`); the live verdicts equal the replayed capture's,
+///    and tshark agrees on the NTLM message types per backend connection.
+#[test]
+fn scenario_2_haproxy_server_close_server_split() {
+    let _g = serial();
+    let cfg = LabConfig::single(Balancer::HaproxyServerClose).with_backends(2);
+    let Some(lab) = lab_up("scenario_2", cfg) else {
+        return;
+    };
+    let caps = Captures::start(&lab, "s2");
+    let tracker = start_tracker(&lab, &["--messages"]);
+    for i in 0..4 {
+        let run = lab
+            .curl_ntlm(80, client_addr(i), "LAB\\bob", LAB_PASSWORD, 1)
+            .unwrap();
+        assert_eq!(run.statuses, vec![401], "curl: {}", run.stderr);
+    }
+    let ka = clients(
+        &lab,
+        "keepalive",
+        80,
+        &["--count", "6", "--sources", &sources(3, 4)],
+    );
+    assert!(statuses(&ka, "type3").iter().all(|s| *s == 401), "{ka:?}");
+    let events = tracker.stop();
+    let (be, merged) = caps.stop(&lab, "s2");
+    let truth = lab.truth().unwrap();
+    assert_eq!(splits(&truth), 10, "{truth:#?}");
+    assert!(truth.iter().all(|r| r.outcome != "success"));
+    assert_exact("scenario 2", &lab, &truth, &events);
+    assert_eq!(count(&events, "server_split"), 10);
+    assert_causes("scenario 2", &events, "server_split", &["balancer_reroute"]);
+
+    let replayed = replay(&lab, &merged, &[]);
+    assert_replay_matches("scenario 2", &events, &replayed);
+
+    let net = backend_net(&lab);
+    let mine = tracker_types(&events, &net);
+    let theirs = tshark_types(&be, &net);
+    assert!(
+        !theirs.is_empty(),
+        "tshark saw no NTLMSSP in {}",
+        be.display()
+    );
+    assert_eq!(
+        mine, theirs,
+        "NTLM message types per backend connection: tracker vs tshark"
+    );
+    lab.shutdown().unwrap();
+}
+
+/// 3. A client that opens a new connection for every leg (seed 000): without persistence
+///    `server_split` (cause `client_reconnect`); with `stick on src` `connection_split`.
+#[test]
+fn scenario_3_reconnecting_client() {
+    let _g = serial();
+    let cfg = LabConfig::default().with_backends(2).with_frontends(vec![
+        Frontend::new(80, Balancer::HaproxyKeepAlive),
+        Frontend::new(81, Balancer::HaproxyStickSrc),
+    ]);
+    let Some(lab) = lab_up("scenario_3", cfg) else {
+        return;
+    };
+    let tracker = start_tracker(&lab, &[]);
+    let a = clients(
+        &lab,
+        "reconnect",
+        80,
+        &["--count", "6", "--sources", &sources(3, 0)],
+    );
+    assert!(statuses(&a, "type3").iter().all(|s| *s == 401), "{a:?}");
+    let events_a_truth = lab.truth().unwrap();
+    let b = clients(
+        &lab,
+        "reconnect",
+        81,
+        &["--count", "6", "--sources", &sources(3, 3)],
+    );
+    assert!(statuses(&b, "type3").iter().all(|s| *s == 401), "{b:?}");
+    let events = tracker.stop();
+    let truth = lab.truth().unwrap();
+    assert_eq!(splits(&truth), 12, "{truth:#?}");
+    // Roundrobin over two servers with a new connection per leg: every Type-3 elsewhere.
+    assert!(
+        events_a_truth
+            .iter()
+            .filter(|r| r.is_split())
+            .all(|r| r.split.as_deref() == Some("server"))
+    );
+    assert_exact("scenario 3", &lab, &truth, &events);
+    assert_eq!(count(&events, "server_split"), 6);
+    assert_eq!(count(&events, "connection_split"), 6);
+    assert_causes("scenario 3", &events, "server_split", &["client_reconnect"]);
+    assert_causes(
+        "scenario 3",
+        &events,
+        "connection_split",
+        &["client_reconnect"],
+    );
+    lab.shutdown().unwrap();
+}
+
+/// 4. HTTP/1.0 client with `Connection: close` (seed 003): a split with cause
+///    `connection_closed`.
+#[test]
+fn scenario_4_http10_connection_close() {
+    let _g = serial();
+    let cfg = LabConfig::single(Balancer::HaproxyKeepAlive).with_backends(2);
+    let Some(lab) = lab_up("scenario_4", cfg) else {
+        return;
+    };
+    let tracker = start_tracker(&lab, &[]);
+    let r = clients(
+        &lab,
+        "http10",
+        80,
+        &["--count", "8", "--sources", &sources(4, 0)],
+    );
+    assert!(statuses(&r, "type3").iter().all(|s| *s == 401), "{r:?}");
+    let events = tracker.stop();
+    let truth = lab.truth().unwrap();
+    assert_eq!(splits(&truth), 8, "{truth:#?}");
+    assert_exact("scenario 4", &lab, &truth, &events);
+    assert_causes(
+        "scenario 4",
+        &events,
+        "server_split",
+        &["connection_closed"],
+    );
+    assert_causes(
+        "scenario 4",
+        &events,
+        "connection_split",
+        &["connection_closed"],
+    );
+    lab.shutdown().unwrap();
+}
+
+/// 5. A client that stops after the challenge: `abandoned_challenge` (the short `--window`
+///    makes it fire while the daemon runs), healthy clients beside it stay clean.
+#[test]
+fn scenario_5_abandoned_challenge() {
+    let _g = serial();
+    let cfg = LabConfig::single(Balancer::HaproxyKeepAlive).with_backends(2);
+    let Some(lab) = lab_up("scenario_5", cfg) else {
+        return;
+    };
+    let tracker = start_tracker(&lab, &["--window", "2"]);
+    let ab = clients(
+        &lab,
+        "abandon",
+        80,
+        &[
+            "--count",
+            "4",
+            "--sources",
+            &sources(2, 0),
+            "--parallel",
+            "2",
+        ],
+    );
+    assert_eq!(statuses(&ab, "type1"), vec![401; 4], "{ab:?}");
+    let ka = clients(
+        &lab,
+        "keepalive",
+        80,
+        &["--count", "8", "--sources", &sources(4, 2)],
+    );
+    assert!(statuses(&ka, "type3").iter().all(|s| *s == 200), "{ka:?}");
+    // Past the window: the daemon's own expiry reports them, not only the flush at exit.
+    std::thread::sleep(std::time::Duration::from_secs(4));
+    let events = tracker.stop();
+    let truth = lab.truth().unwrap();
+    assert_eq!(
+        truth.iter().filter(|r| r.outcome == "success").count(),
+        8,
+        "{truth:#?}"
+    );
+    assert_exact("scenario 5", &lab, &truth, &events);
+    assert_eq!(count(&events, "abandoned_challenge"), 4);
+    assert_eq!(alerts(&events).len(), 4, "healthy clients stay clean");
+    lab.shutdown().unwrap();
+}
+
+/// 6. NGINX upstream without keepalive: every Type-3 splits (`server_split` with two servers
+///    round-robin).
+#[test]
+fn scenario_6_nginx_without_keepalive() {
+    let _g = serial();
+    let cfg = LabConfig::single(Balancer::Nginx).with_backends(2);
+    let Some(lab) = lab_up("scenario_6", cfg) else {
+        return;
+    };
+    let tracker = start_tracker(&lab, &[]);
+    let ka = clients(
+        &lab,
+        "keepalive",
+        80,
+        &["--count", "8", "--sources", &sources(4, 0)],
+    );
+    assert!(statuses(&ka, "type3").iter().all(|s| *s == 401), "{ka:?}");
+    let events = tracker.stop();
+    let truth = lab.truth().unwrap();
+    assert_eq!(splits(&truth), 8, "{truth:#?}");
+    assert!(
+        truth
+            .iter()
+            .filter(|r| r.is_split())
+            .all(|r| r.split.as_deref() == Some("server"))
+    );
+    assert_exact("scenario 6", &lab, &truth, &events);
+    assert_eq!(count(&events, "server_split"), 8);
+    lab.shutdown().unwrap();
+}
+
+/// 7. NGINX upstream `keepalive` with one server: client A authenticates, client B's requests
+///    without credentials ride A's pooled backend connection and are served as A:
+///    `auth_context_reuse` for each of B's requests (seed 002). Live equals replay.
+#[test]
+fn scenario_7_nginx_keepalive_auth_context_reuse() {
+    let _g = serial();
+    let cfg = LabConfig::single(Balancer::NginxKeepAlive).with_backends(1);
+    let Some(lab) = lab_up("scenario_7", cfg) else {
+        return;
+    };
+    let caps = Captures::start(&lab, "s7");
+    let tracker = start_tracker(&lab, &[]);
+    let a = clients(
+        &lab,
+        "keepalive",
+        80,
+        &[
+            "--source",
+            &client_addr(0).to_string(),
+            "--user",
+            "LAB\\alice",
+        ],
+    );
+    assert_eq!(statuses(&a, "type3"), vec![200], "{a:?}");
+    let b = clients(
+        &lab,
+        "anon",
+        80,
+        &["--source", &client_addr(1).to_string(), "--requests", "5"],
+    );
+    let events = tracker.stop();
+    let (_be, merged) = caps.stop(&lab, "s7");
+    let truth = lab.truth().unwrap();
+    let foreign: Vec<_> = truth.iter().filter(|r| r.is_foreign_reuse()).collect();
+    assert_eq!(
+        foreign.len(),
+        5,
+        "B served as A five times: {b:?}\n{truth:#?}"
+    );
+    assert!(
+        foreign
+            .iter()
+            .all(|r| r.user.as_deref() == Some("LAB\\alice"))
+    );
+    assert_exact("scenario 7", &lab, &truth, &events);
+    assert_eq!(count(&events, "auth_context_reuse"), 5);
+    for a in alerts(&events) {
+        assert_eq!(a["user"]["name"], "alice", "{a}");
+        assert_eq!(
+            a["client"]["ip"].as_str(),
+            Some(client_addr(1).to_string().as_str()),
+            "{a}"
+        );
+    }
+    let replayed = replay(&lab, &merged, &[]);
+    assert_replay_matches("scenario 7", &events, &replayed);
+    lab.shutdown().unwrap();
+}
+
+/// 8. Mixed load, concurrently: `http-server-close`, keep-alive, reconnecting, HTTP/1.0,
+///    abandoning and Kerberos clients on several frontends, ≥ 1,000 handshakes: still exact.
+#[test]
+fn scenario_8_mixed_load_is_exact() {
+    let _g = serial();
+    let cfg = LabConfig::default()
+        .with_backends(2)
+        .with_client_addrs(16)
+        .with_frontends(vec![
+            Frontend::new(80, Balancer::HaproxyKeepAlive),
+            Frontend::new(81, Balancer::HaproxyServerClose),
+            Frontend::new(82, Balancer::HaproxyStickSrc),
+        ]);
+    let Some(lab) = lab_up("scenario_8", cfg) else {
+        return;
+    };
+    let tracker = start_tracker(&lab, &[]);
+    let jobs: Vec<(&str, u16, &str, usize)> = vec![
+        ("keepalive", 80, "350", 0),
+        ("keepalive", 81, "250", 4),
+        ("reconnect", 80, "150", 8),
+        ("reconnect", 82, "100", 10),
+        ("http10", 80, "150", 12),
+        ("abandon", 80, "60", 14),
+        ("kerberos", 80, "40", 15),
+    ];
+    let children: Vec<_> = jobs
+        .iter()
+        .map(|(kind, port, n, first)| {
+            let mut c = lab.clients_py(kind, *port);
+            c.args([
+                "--count",
+                n,
+                "--parallel",
+                "2",
+                "--sources",
+                &sources(2, *first),
+            ])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+            (*kind, c.spawn().unwrap())
+        })
+        .collect();
+    for (kind, c) in children {
+        // Exit 2 = some run met a network error (it is in the truth either way); only a
+        // client that produced nothing is a failure of the test itself.
+        let out = c.wait_with_output().unwrap();
+        assert!(
+            !out.stdout.is_empty(),
+            "clients.py {kind} ({}): {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let events = tracker.stop();
+    let truth = lab.truth().unwrap();
+    let type3 = truth.iter().filter(|r| r.ntlm_type == Some(3)).count();
+    let challenges = truth.iter().filter(|r| r.outcome == "challenge").count();
+    assert!(challenges >= 1000, "{challenges} handshakes (want ≥ 1,000)");
+    assert!(type3 >= 900, "{type3} Type-3");
+    assert_exact("scenario 8", &lab, &truth, &events);
+    assert_kerberos_clean(&lab, &truth, &events);
+    let mut by_class: HashMap<String, usize> = HashMap::new();
+    for a in alerts(&events) {
+        *by_class
+            .entry(a["event"]["action"].as_str().unwrap().to_string())
+            .or_default() += 1;
+    }
+    eprintln!("scenario 8: {challenges} handshakes, alerts {by_class:?}");
+    lab.shutdown().unwrap();
+}
