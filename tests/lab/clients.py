@@ -235,6 +235,15 @@ def server_token(resp: Response, scheme: str, header: str) -> typing.Optional[by
     return None
 
 
+def wait_for_file(path: str, limit: float) -> None:
+    """Hold the handshake until PATH exists (the test's cue: tracker attached, backend killed)."""
+    deadline = time.monotonic() + limit
+    while not os.path.exists(path):
+        if time.monotonic() > deadline:
+            raise TimeoutError("%s did not appear in %.0f s" % (path, limit))
+        time.sleep(0.02)
+
+
 def flow_keepalive(c: Ctx) -> None:
     a = c.args
     scheme = a.scheme
@@ -250,6 +259,8 @@ def flow_keepalive(c: Ctx) -> None:
         t2 = server_token(r, scheme, a.challenge_header)
         if r.status not in (401, 407) or t2 is None:
             return
+        if a.type3_wait:
+            wait_for_file(a.type3_wait, a.timeout * 6)
         if conn.closed:
             conn = c.connect()
         t3 = cli.step(t2)
@@ -432,6 +443,8 @@ def main() -> int:
         sp.add_argument("--anon-first", action="store_true", help="start with an anonymous request")
         sp.add_argument("--then", type=int, default=0, help="keepalive: requests without credentials after auth")
         sp.add_argument("--then-interval", type=float, default=0.0)
+        sp.add_argument("--type3-wait", metavar="FILE",
+                        help="keepalive: after the challenge, wait until FILE exists before the Type-3")
         sp.add_argument("--give-up", action="store_true", help="http10: stop after the challenge (seed 003)")
         sp.add_argument("--hold", type=float, default=0.0, help="abandon: keep the connection open SECS")
         sp.add_argument("--form", choices=["spnego", "krb5"], default="spnego", help="kerberos token form")

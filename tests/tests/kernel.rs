@@ -922,3 +922,32 @@ fn http_heads_follow_a_connection_that_carried_ntlm() {
     assert_eq!(recs[3].header.direction, DIR_INGRESS);
     assert_eq!(&recs[4].payload[..], next);
 }
+
+#[test]
+fn attached_mid_connection_the_answer_to_a_type3_is_still_delivered() {
+    let Some(mut k) = kernel("attached_mid_connection_the_answer_to_a_type3_is_still_delivered")
+    else {
+        return;
+    };
+    let (c, s) = (frames::CLIENT4, frames::SERVER4);
+    // No SYN seen in either direction: the Type-3 is the first packet of the connection.
+    let up = Tcp::new(40030, BACKEND_PORT, 500, ACK | PSH);
+    k.egress(&frames::tcp4(
+        &[],
+        c,
+        s,
+        &up,
+        &frames::request(0, &format!("Authorization: NTLM {TYPE3}")),
+    ));
+    let ok = b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n";
+    let down = Tcp::new(BACKEND_PORT, 40030, 900, ACK | PSH);
+    let d = k.delta(|k| k.ingress(&frames::tcp4(&[], s, c, &down, ok)));
+    assert_eq!(d["http_heads"], 1, "{d:?}");
+    let recs = k.records();
+    assert_eq!(recs.last().map(|r| r.header.kind), Some(RECORD_HTTP));
+    // A new SYN on a reused 5-tuple does not inherit the old connection's NTLM state.
+    let syn = Tcp::new(BACKEND_PORT, 40030, 1, SYN | ACK);
+    k.ingress(&frames::tcp4(&[], s, c, &syn, &[]));
+    let f = k.flow(&key4(s, BACKEND_PORT, c, 40030)).unwrap();
+    assert_eq!(f.flags & FLOW_NTLM_SEEN, 0);
+}

@@ -1,10 +1,11 @@
 //! The field scenarios of issue 6 as end-to-end tests: real HAProxy / NGINX in the lab, real
 //! clients, the `ntlm-affinity` daemon attached in the balancer namespace to its backend and
 //! frontend interfaces, and its alerts compared one by one with the backends' ground truth
-//! (precision and recall of 100 %, with the cause each scenario expects). Scenarios 2 and 7
-//! also capture the traffic, replay the capture through `ntlm-affinity replay` and require the
-//! same verdicts as live (issue 5); scenario 2 checks the NTLM message types per connection
-//! against tshark.
+//! (precision and recall of 100 %, with the cause each scenario expects). Every scenario also
+//! captures the backend leg and requires tshark to agree with the tracker on the NTLM message
+//! types per backend connection; scenarios 2 and 7 replay the capture of both legs through
+//! `ntlm-affinity replay` and require the same verdicts as live (issue 5). The fault tests kill
+//! a backend mid-handshake and start the tracker after the traffic began.
 //!
 //! Needs root, iproute2, haproxy, nginx, curl, dumpcap/tshark/mergecap and Python 3 with
 //! pyspnego. Without them the tests skip with a message, except under `CI=true`, where they
@@ -59,7 +60,7 @@ const COMMON: [&str; 2] = ["--client-port-header", "X-Client-Port"];
 fn start_tracker(lab: &Lab, extra: &[&str]) -> Tracker {
     let mut cmd = lab.lb_command(tracker_bin());
     cmd.args(lab.topology().tracker_args())
-        .args(["--stats-interval", "0"])
+        .args(["--stats-interval", "0", "--messages"])
         .args(COMMON)
         .args(extra);
     Tracker::start(cmd)
@@ -265,10 +266,7 @@ impl Captures {
 
     /// Stop both; returns (backend capture, merged capture).
     fn stop(self, lab: &Lab, name: &str) -> (PathBuf, PathBuf) {
-        // dumpcap reads the kernel's packet ring in blocks that are handed over on a timeout
-        // and does not drain a partly filled block on SIGTERM: give it that timeout first, or
-        // the last packets are missing from the file.
-        std::thread::sleep(std::time::Duration::from_millis(1500));
+        drain_capture();
         let be = self.be.stop().unwrap();
         let fe = self.fe.stop().unwrap();
         let merged = lab.state_dir().join(format!("{name}-merged.pcapng"));
@@ -285,6 +283,64 @@ impl Captures {
             String::from_utf8_lossy(&out.stderr)
         );
         (be, merged)
+    }
+}
+
+/// dumpcap reads the kernel's packet ring in blocks that are handed over on a timeout and does
+/// not drain a partly filled block on SIGTERM: give it that timeout before stopping it, or the
+/// last packets are missing from the file.
+fn drain_capture() {
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+}
+
+/// A capture of the balancer's backend leg for the tshark cross-check of a scenario.
+struct BeCapture(lab::Capture);
+
+impl BeCapture {
+    /// Start capturing `nta-be` (before the tracker, so that both see the same traffic).
+    fn start(lab: &Lab, name: &str) -> BeCapture {
+        BeCapture(
+            lab.start_capture(LB_BACKEND_IF, &format!("{name}-be"))
+                .unwrap(),
+        )
+    }
+
+    /// Drain, stop, and require tshark to agree with the tracker's `--messages` events.
+    fn check(self, scenario: &str, lab: &Lab, events: &[Value]) {
+        drain_capture();
+        let be = self.0.stop().unwrap();
+        assert_tshark_agrees(scenario, lab, events, &be);
+    }
+}
+
+/// tshark on the backend-leg capture and the tracker agree on the NTLM message types of every
+/// backend connection, in order.
+fn assert_tshark_agrees(scenario: &str, lab: &Lab, events: &[Value], be: &Path) {
+    let net = backend_net(lab);
+    let mine = tracker_types(events, &net);
+    let theirs = tshark_types(be, &net);
+    assert!(
+        !theirs.is_empty(),
+        "{scenario}: tshark saw no NTLMSSP in {}",
+        be.display()
+    );
+    if mine != theirs {
+        let diff: Vec<String> = mine
+            .keys()
+            .chain(theirs.keys())
+            .collect::<std::collections::BTreeSet<_>>()
+            .into_iter()
+            .filter(|k| mine.get(*k) != theirs.get(*k))
+            .take(10)
+            .map(|k| format!("{k}: tracker {:?} tshark {:?}", mine.get(k), theirs.get(k)))
+            .collect();
+        panic!(
+            "{scenario}: NTLM message types per backend connection, tracker vs tshark \
+             ({} vs {} connections); first differences:\n{}",
+            mine.len(),
+            theirs.len(),
+            diff.join("\n")
+        );
     }
 }
 
@@ -455,6 +511,7 @@ fn scenario_1_haproxy_keepalive_is_clean() {
     let Some(lab) = lab_up("scenario_1", cfg) else {
         return;
     };
+    let cap = BeCapture::start(&lab, "s1");
     let tracker = start_tracker(&lab, &[]);
     for i in 0..6 {
         let run = lab
@@ -489,6 +546,7 @@ fn scenario_1_haproxy_keepalive_is_clean() {
     assert_exact("scenario 1", &lab, &truth, &events);
     assert_eq!(alerts(&events).len(), 0, "zero alerts");
     assert_kerberos_clean(&lab, &truth, &events);
+    cap.check("scenario 1", &lab, &events);
     lab.shutdown().unwrap();
 }
 
@@ -503,7 +561,7 @@ fn scenario_2_haproxy_server_close_server_split() {
         return;
     };
     let caps = Captures::start(&lab, "s2");
-    let tracker = start_tracker(&lab, &["--messages"]);
+    let tracker = start_tracker(&lab, &[]);
     for i in 0..4 {
         let run = lab
             .curl_ntlm(80, client_addr(i), "LAB\\bob", LAB_PASSWORD, 1)
@@ -529,18 +587,7 @@ fn scenario_2_haproxy_server_close_server_split() {
     let replayed = replay(&lab, &merged, &[]);
     assert_replay_matches("scenario 2", &events, &replayed);
 
-    let net = backend_net(&lab);
-    let mine = tracker_types(&events, &net);
-    let theirs = tshark_types(&be, &net);
-    assert!(
-        !theirs.is_empty(),
-        "tshark saw no NTLMSSP in {}",
-        be.display()
-    );
-    assert_eq!(
-        mine, theirs,
-        "NTLM message types per backend connection: tracker vs tshark"
-    );
+    assert_tshark_agrees("scenario 2", &lab, &events, &be);
     lab.shutdown().unwrap();
 }
 
@@ -556,6 +603,7 @@ fn scenario_3_reconnecting_client() {
     let Some(lab) = lab_up("scenario_3", cfg) else {
         return;
     };
+    let cap = BeCapture::start(&lab, "s3");
     let tracker = start_tracker(&lab, &[]);
     let a = clients(
         &lab,
@@ -592,6 +640,7 @@ fn scenario_3_reconnecting_client() {
         "connection_split",
         &["client_reconnect"],
     );
+    cap.check("scenario 3", &lab, &events);
     lab.shutdown().unwrap();
 }
 
@@ -604,6 +653,7 @@ fn scenario_4_http10_connection_close() {
     let Some(lab) = lab_up("scenario_4", cfg) else {
         return;
     };
+    let cap = BeCapture::start(&lab, "s4");
     let tracker = start_tracker(&lab, &[]);
     let r = clients(
         &lab,
@@ -628,6 +678,7 @@ fn scenario_4_http10_connection_close() {
         "connection_split",
         &["connection_closed"],
     );
+    cap.check("scenario 4", &lab, &events);
     lab.shutdown().unwrap();
 }
 
@@ -640,6 +691,7 @@ fn scenario_5_abandoned_challenge() {
     let Some(lab) = lab_up("scenario_5", cfg) else {
         return;
     };
+    let cap = BeCapture::start(&lab, "s5");
     let tracker = start_tracker(&lab, &["--window", "2"]);
     let ab = clients(
         &lab,
@@ -674,6 +726,7 @@ fn scenario_5_abandoned_challenge() {
     assert_exact("scenario 5", &lab, &truth, &events);
     assert_eq!(count(&events, "abandoned_challenge"), 4);
     assert_eq!(alerts(&events).len(), 4, "healthy clients stay clean");
+    cap.check("scenario 5", &lab, &events);
     lab.shutdown().unwrap();
 }
 
@@ -686,6 +739,7 @@ fn scenario_6_nginx_without_keepalive() {
     let Some(lab) = lab_up("scenario_6", cfg) else {
         return;
     };
+    let cap = BeCapture::start(&lab, "s6");
     let tracker = start_tracker(&lab, &[]);
     let ka = clients(
         &lab,
@@ -705,6 +759,7 @@ fn scenario_6_nginx_without_keepalive() {
     );
     assert_exact("scenario 6", &lab, &truth, &events);
     assert_eq!(count(&events, "server_split"), 8);
+    cap.check("scenario 6", &lab, &events);
     lab.shutdown().unwrap();
 }
 
@@ -739,7 +794,7 @@ fn scenario_7_nginx_keepalive_auth_context_reuse() {
         &["--source", &client_addr(1).to_string(), "--requests", "5"],
     );
     let events = tracker.stop();
-    let (_be, merged) = caps.stop(&lab, "s7");
+    let (be, merged) = caps.stop(&lab, "s7");
     let truth = lab.truth().unwrap();
     let foreign: Vec<_> = truth.iter().filter(|r| r.is_foreign_reuse()).collect();
     assert_eq!(
@@ -764,6 +819,7 @@ fn scenario_7_nginx_keepalive_auth_context_reuse() {
     }
     let replayed = replay(&lab, &merged, &[]);
     assert_replay_matches("scenario 7", &events, &replayed);
+    assert_tshark_agrees("scenario 7", &lab, &events, &be);
     lab.shutdown().unwrap();
 }
 
@@ -783,6 +839,7 @@ fn scenario_8_mixed_load_is_exact() {
     let Some(lab) = lab_up("scenario_8", cfg) else {
         return;
     };
+    let cap = BeCapture::start(&lab, "s8");
     let tracker = start_tracker(&lab, &[]);
     let jobs: Vec<(&str, u16, &str, usize)> = vec![
         ("keepalive", 80, "350", 0),
@@ -837,5 +894,224 @@ fn scenario_8_mixed_load_is_exact() {
             .or_default() += 1;
     }
     eprintln!("scenario 8: {challenges} handshakes, alerts {by_class:?}");
+    cap.check("scenario 8", &lab, &events);
+    lab.shutdown().unwrap();
+}
+
+// ---------------------------------------------------------------------------------------------
+// Faults (issue 6, "Bad input / faults").
+
+/// The ground truth once `done` holds (polled; the backends write a line before answering).
+fn wait_truth(lab: &Lab, what: &str, done: impl Fn(&[TruthRecord]) -> bool) -> Vec<TruthRecord> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let truth = lab.truth().unwrap();
+        if done(&truth) {
+            return truth;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out waiting for {what}: {truth:#?}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
+/// `clients.py keepalive` in the background, holding every Type-3 until `go` exists.
+fn held_keepalive(lab: &Lab, go: &Path, count: usize, srcs: &str) -> std::process::Child {
+    let _ = std::fs::remove_file(go);
+    let n = count.to_string();
+    let mut c = lab.clients_py("keepalive", 80);
+    c.args(["--count", &n, "--parallel", &n, "--sources", srcs])
+        .arg("--type3-wait")
+        .arg(go)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    c.spawn().unwrap()
+}
+
+fn client_lines(child: std::process::Child) -> Vec<Value> {
+    let out = child.wait_with_output().unwrap();
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect()
+}
+
+fn actions(events: &[Value], action: &str) -> usize {
+    events
+        .iter()
+        .filter(|e| e["event"]["action"] == action)
+        .count()
+}
+
+/// A backend killed (SIGKILL) right after it issued a challenge and before the client's
+/// Type-3: the daemon stays attached and keeps reporting (handshakes after the backend is back),
+/// reports what the ground truth implies for the lost challenge (`abandoned_challenge`, or a
+/// split when the balancer carried the Type-3 to the other server), and exits cleanly on
+/// SIGINT with its `tracker_stats` record.
+#[test]
+fn fault_backend_killed_mid_handshake() {
+    let _g = serial();
+    let cfg = LabConfig::single(Balancer::HaproxyKeepAlive).with_backends(2);
+    let Some(lab) = lab_up("fault_backend_killed", cfg) else {
+        return;
+    };
+    let cap = BeCapture::start(&lab, "fk");
+    let tracker = start_tracker(&lab, &["--handshakes", "--window", "2"]);
+    let go = lab.state_dir().join("fk.go");
+    let held = held_keepalive(&lab, &go, 2, &sources(2, 0));
+    let before = wait_truth(&lab, "two challenges", |t| {
+        t.iter().filter(|r| r.outcome == "challenge").count() == 2
+    });
+    let victim = before
+        .iter()
+        .find(|r| r.outcome == "challenge")
+        .unwrap()
+        .clone();
+    let web: usize = victim.server.trim_start_matches("web").parse().unwrap();
+    lab.kill_backend(web).unwrap();
+    std::fs::write(&go, b"go").unwrap();
+    let lines = client_lines(held);
+    // The backend comes back; the daemon, still attached, sees the next handshakes.
+    lab.start_backend(web).unwrap();
+    let after = clients(
+        &lab,
+        "keepalive",
+        80,
+        &["--count", "4", "--sources", &sources(2, 2)],
+    );
+    assert!(
+        statuses(&after, "type3").iter().all(|s| *s == 200),
+        "{after:?}"
+    );
+    // Past the window: the daemon's own expiry, not only the flush at exit.
+    std::thread::sleep(std::time::Duration::from_secs(3));
+    let events = tracker.stop();
+    let truth = lab.truth().unwrap();
+    eprintln!(
+        "fault: victim {} {}; held client: {lines:?}",
+        victim.server, victim.conn
+    );
+    assert_exact("fault_backend_killed", &lab, &truth, &events);
+    // The lost challenge is accounted for, exactly as the truth says.
+    let victim_addr = lab
+        .topology()
+        .backend(&victim.server)
+        .unwrap()
+        .addr
+        .to_string();
+    let answered_elsewhere = truth
+        .iter()
+        .any(|r| r.ntlm_type == Some(3) && r.challenge_ts == victim.challenge_ts && r.is_split());
+    let want_victim = if answered_elsewhere {
+        count(&events, "server_split") + count(&events, "connection_split")
+    } else {
+        alerts(&events)
+            .iter()
+            .filter(|a| {
+                a["event"]["action"] == "abandoned_challenge"
+                    && alert_key(a)
+                        == (
+                            "abandoned_challenge".into(),
+                            victim.conn.clone(),
+                            victim_addr.clone(),
+                        )
+            })
+            .count()
+    };
+    assert_eq!(
+        want_victim,
+        1,
+        "the killed backend's challenge reported once: {:#?}",
+        alerts(&events)
+    );
+    let ok = truth.iter().filter(|r| r.outcome == "success").count();
+    assert!(ok >= 4, "{truth:#?}");
+    assert_eq!(
+        actions(&events, "ntlm_handshake"),
+        truth
+            .iter()
+            .filter(|r| r.ntlm_type == Some(3) && !r.is_split())
+            .count(),
+        "every same-connection handshake reported"
+    );
+    assert_eq!(
+        actions(&events, "tracker_stats"),
+        1,
+        "tracker_stats at exit"
+    );
+    cap.check("fault_backend_killed", &lab, &events);
+    lab.shutdown().unwrap();
+}
+
+/// The daemon started after the traffic began: handshakes whose Type-1/Type-2 it could not
+/// see end in a Type-3 whose challenge is known nowhere, which the engine reports as
+/// `orphan_type3` (design §4: "tracker started mid-handshake"), one per such Type-3 and
+/// nothing else; handshakes that began after it attached stay clean.
+#[test]
+fn fault_tracker_started_mid_handshake() {
+    let _g = serial();
+    let cfg = LabConfig::single(Balancer::HaproxyKeepAlive).with_backends(2);
+    let Some(lab) = lab_up("fault_tracker_late", cfg) else {
+        return;
+    };
+    let go = lab.state_dir().join("fl.go");
+    let held_srcs = sources(4, 0);
+    let held = held_keepalive(&lab, &go, 4, &held_srcs);
+    wait_truth(&lab, "four challenges", |t| {
+        t.iter().filter(|r| r.outcome == "challenge").count() == 4
+    });
+    let cap = BeCapture::start(&lab, "fl");
+    let tracker = start_tracker(&lab, &["--handshakes"]);
+    let clean = clients(
+        &lab,
+        "keepalive",
+        80,
+        &["--count", "4", "--sources", &sources(4, 4)],
+    );
+    assert!(
+        statuses(&clean, "type3").iter().all(|s| *s == 200),
+        "{clean:?}"
+    );
+    std::fs::write(&go, b"go").unwrap();
+    let lines = client_lines(held);
+    assert_eq!(statuses(&lines, "type3"), vec![200; 4], "{lines:?}");
+    let events = tracker.stop();
+    let truth = lab.truth().unwrap();
+    assert_eq!(
+        truth.iter().filter(|r| r.outcome == "success").count(),
+        8,
+        "{truth:#?}"
+    );
+    let held_ips: Vec<&str> = held_srcs.split(',').collect();
+    let mut want = expected_alerts(&lab, &truth);
+    assert!(want.is_empty(), "the traffic itself is healthy: {want:?}");
+    for r in truth
+        .iter()
+        .filter(|r| r.ntlm_type == Some(3) && held_ips.contains(&r.xff.as_deref().unwrap_or("")))
+    {
+        let addr = lab.topology().backend(&r.server).unwrap().addr.to_string();
+        want.push(("orphan_type3".to_string(), r.conn.clone(), addr));
+    }
+    want.sort();
+    let mut got: Vec<Key> = alerts(&events).iter().map(|a| alert_key(a)).collect();
+    got.sort();
+    assert_eq!(got, want, "alerts: {:#?}", alerts(&events));
+    for a in alerts(&events) {
+        // The 200 answering these Type-3s: the server→balancer direction, first seen at the
+        // response, inherits NTLM from the direction that carried the Type-3.
+        assert_eq!(a["event"]["outcome"], "success", "{a}");
+        assert_eq!(a["user"]["name"], "alice", "{a}");
+        assert_eq!(a["ntlm_affinity"]["cause"], "unknown", "{a}");
+    }
+    assert_eq!(
+        actions(&events, "ntlm_handshake"),
+        4,
+        "the clean handshakes"
+    );
+    assert_eq!(actions(&events, "tracker_stats"), 1);
+    cap.check("fault_tracker_late", &lab, &events);
     lab.shutdown().unwrap();
 }

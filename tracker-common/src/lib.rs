@@ -49,6 +49,21 @@ pub struct FlowKey {
 }
 const _: () = assert!(core::mem::size_of::<FlowKey>() == 40);
 
+impl FlowKey {
+    /// The other direction of the same connection.
+    #[inline(always)]
+    pub fn reverse(&self) -> Self {
+        Self {
+            src_addr: self.dst_addr,
+            dst_addr: self.src_addr,
+            src_port: self.dst_port,
+            dst_port: self.src_port,
+            family: self.family,
+            _pad: [0; 3],
+        }
+    }
+}
+
 /// `FlowState::flags` bits.
 pub const FLOW_OPEN: u32 = 1 << 0;
 pub const FLOW_CLOSED: u32 = 1 << 1;

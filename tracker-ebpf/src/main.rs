@@ -482,15 +482,7 @@ fn track<P: Packet>(ctx: &P, direction: u8) -> Result<(), ()> {
 /// response to a Type-3 that carries no auth header) are delivered too.
 #[inline(always)]
 fn mark_reverse(key: &FlowKey) {
-    let reverse = FlowKey {
-        src_addr: key.dst_addr,
-        dst_addr: key.src_addr,
-        src_port: key.dst_port,
-        dst_port: key.src_port,
-        family: key.family,
-        _pad: [0; 3],
-    };
-    if let Some(s) = FLOWS.get_ptr_mut(reverse) {
+    if let Some(s) = FLOWS.get_ptr_mut(key.reverse()) {
         unsafe { (*s).flags |= FLOW_NTLM_SEEN };
     }
 }
@@ -526,6 +518,14 @@ fn flow_update(seg: &Segment, tcp_flags: u8, now: u64) -> Result<*mut FlowState,
     if tcp_flags & TCP_SYN == 0 {
         flags |= FLOW_MIDSTREAM;
         count(stat::FLOW_MIDSTREAM);
+        // A connection already open when the tracker attached: if the other direction has
+        // carried NTLM, this one's heads (the 200 answering a Type-3) matter too. Not on SYN:
+        // a reused 5-tuple must not inherit the old connection's state.
+        if let Some(r) = FLOWS.get_ptr(seg.key.reverse())
+            && unsafe { (*r).flags } & FLOW_NTLM_SEEN != 0
+        {
+            flags |= FLOW_NTLM_SEEN;
+        }
     } else {
         count(stat::FLOW_NEW);
     }

@@ -157,6 +157,14 @@ impl KernelModel {
         if seg.flags & TCP_SYN == 0 {
             flags |= FLOW_MIDSTREAM;
             self.count(stat::FLOW_MIDSTREAM);
+            // As the kernel: a mid-stream direction inherits NTLM from its reverse.
+            if self
+                .flows
+                .get(&seg.key.reverse())
+                .is_some_and(|r| r.flags & FLOW_NTLM_SEEN != 0)
+            {
+                flags |= FLOW_NTLM_SEEN;
+            }
         } else {
             self.count(stat::FLOW_NEW);
         }
@@ -261,15 +269,7 @@ impl KernelModel {
             state.messages = state.messages.wrapping_add(1);
             state.last_token = found.token;
             if !ntlm_before {
-                let reverse = FlowKey {
-                    src_addr: seg.key.dst_addr,
-                    dst_addr: seg.key.src_addr,
-                    src_port: seg.key.dst_port,
-                    dst_port: seg.key.src_port,
-                    family: seg.key.family,
-                    _pad: [0; 3],
-                };
-                if let Some(r) = self.flows.get_mut(&reverse) {
+                if let Some(r) = self.flows.get_mut(&seg.key.reverse()) {
                     r.flags |= FLOW_NTLM_SEEN;
                 }
             }
