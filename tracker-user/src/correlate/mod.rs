@@ -9,7 +9,7 @@
 pub mod verdict;
 
 use std::{
-    collections::{HashMap, VecDeque},
+    collections::{BTreeMap, HashMap, VecDeque},
     net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr},
     sync::Arc,
 };
@@ -55,6 +55,9 @@ impl Default for Config {
 
 #[derive(Clone, Debug, Default, serde::Serialize)]
 pub struct Stats {
+    /// Challenges whose MsvAvTimestamp was shared by more than `MAX_SAME_TIMESTAMP` others
+    /// (replayed or forged Type-2s): the oldest left the timestamp index.
+    pub duplicate_challenge_timestamps: u64,
     pub heads: u64,
     pub closes: u64,
     pub connections: u64,
@@ -162,6 +165,9 @@ struct FrontRef {
 
 type ConnKey = (SocketAddr, SocketAddr);
 
+/// Challenges indexed under one MsvAvTimestamp at most.
+const MAX_SAME_TIMESTAMP: usize = 64;
+
 #[derive(Default)]
 struct Slot {
     cur: u64,
@@ -171,9 +177,10 @@ struct Slot {
 pub struct Correlator {
     cfg: Config,
     slots: HashMap<ConnKey, Slot>,
-    conns: HashMap<u64, Conn>,
+    /// Ids grow with creation: the first entry is the oldest, evicted first when full.
+    conns: BTreeMap<u64, Conn>,
     next_conn: u64,
-    challenges: HashMap<u64, Challenge>,
+    challenges: BTreeMap<u64, Challenge>,
     by_timestamp: HashMap<u64, Vec<u64>>,
     next_challenge: u64,
     /// Names of each server, from the challenges it issued.
@@ -223,9 +230,9 @@ impl Correlator {
         Self {
             cfg,
             slots: HashMap::new(),
-            conns: HashMap::new(),
+            conns: BTreeMap::new(),
             next_conn: 1,
-            challenges: HashMap::new(),
+            challenges: BTreeMap::new(),
             by_timestamp: HashMap::new(),
             next_challenge: 1,
             server_names: HashMap::new(),
@@ -353,13 +360,9 @@ impl Correlator {
         (id, d)
     }
 
+    /// Evicts the oldest connection (ids grow with creation: O(log n), not a scan).
     fn evict_conn(&mut self) {
-        if let Some(id) = self
-            .conns
-            .iter()
-            .min_by_key(|(_, c)| c.last_ns)
-            .map(|(id, _)| *id)
-        {
+        if let Some(id) = self.conns.keys().next().copied() {
             self.conns.remove(&id);
             self.stats.evicted_connections += 1;
         }
@@ -583,7 +586,23 @@ impl Correlator {
         let mut evidence = Vec::new();
         // 1. The exact join: MsvAvTimestamp + server names.
         let mut found = None;
-        if let Some(cid) = &a.id {
+        // The challenge of this very connection, when it is the one named: no lookup needed.
+        if let Some(cid) = &a.id
+            && let Some(ch) = conn.challenge
+            && self.challenges.get(&ch).is_some_and(|c| {
+                c.info
+                    .id
+                    .as_ref()
+                    .is_some_and(|i| i.timestamp == cid.timestamp)
+                    && c.info.names == cid.names
+            })
+        {
+            found = Some(ch);
+            evidence.push(Evidence::ChallengeKey);
+        }
+        if found.is_none()
+            && let Some(cid) = &a.id
+        {
             let matching: Vec<u64> = self
                 .by_timestamp
                 .get(&cid.timestamp)
@@ -927,7 +946,14 @@ impl Correlator {
             }
         }
         if let Some(cid) = &info.id {
-            self.by_timestamp.entry(cid.timestamp).or_default().push(id);
+            // MsvAvTimestamp is unique per real challenge; many challenges sharing one (a
+            // replayed or forged Type-2) must not make every join a long scan.
+            let same = self.by_timestamp.entry(cid.timestamp).or_default();
+            if same.len() >= MAX_SAME_TIMESTAMP {
+                same.remove(0);
+                self.stats.duplicate_challenge_timestamps += 1;
+            }
+            same.push(id);
         }
         self.challenges.insert(
             id,
@@ -944,13 +970,9 @@ impl Correlator {
         );
     }
 
+    /// Evicts the oldest challenge (ids grow with time: O(log n), not a scan).
     fn evict_challenge(&mut self) {
-        if let Some(id) = self
-            .challenges
-            .iter()
-            .min_by_key(|(_, c)| c.leg.at_ns)
-            .map(|(id, _)| *id)
-        {
+        if let Some(id) = self.challenges.keys().next().copied() {
             self.remove_challenge(id);
             self.stats.evicted_challenges += 1;
         }

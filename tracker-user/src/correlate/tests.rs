@@ -681,3 +681,30 @@ fn every_class_renders_as_ecs_ndjson() {
     }
     assert_eq!(seen.len(), 5, "{seen:?}"); // the five violation classes
 }
+
+/// Replayed or forged Type-2s sharing one MsvAvTimestamp: each handshake still joins its own
+/// connection's challenge, the timestamp index stays bounded, and the duplicates are counted.
+#[test]
+fn many_challenges_with_one_timestamp_stay_exact_and_bounded() {
+    let n = 3 * MAX_SAME_TIMESTAMP;
+    let mut recs = Vec::new();
+    for i in 0..n as u64 {
+        let mut c = Conn::new(&lb(20000 + i as u16), WEB1, 1000 + i * 10);
+        let t = SEC + i * 10_000;
+        recs.extend(challenge_on(&mut c, t, "web1", 77, ""));
+        recs.push(c.req(t + 2000, &auth(&ts::type3("alice", "web1", 77))));
+        recs.push(c.resp(t + 3000, 200, ""));
+    }
+    let mut p = pipeline(true);
+    let v = run(&mut p, recs, true);
+    assert_eq!(classes(&v), vec![Class::Handshake; n], "{v:#?}");
+    assert!(
+        v.iter()
+            .all(|v| v.evidence.contains(&Evidence::ChallengeKey))
+    );
+    let stats = &p.correlator().stats;
+    assert_eq!(
+        stats.duplicate_challenge_timestamps,
+        (n - MAX_SAME_TIMESTAMP) as u64
+    );
+}

@@ -439,7 +439,7 @@ pub fn scan(d: &[u8]) -> Found {
     match_line(d, 0, &mut c);
     let mut pos = 0usize;
     while pos < len {
-        let Some(nl) = d[pos..].iter().position(|&b| b == b'\n').map(|p| pos + p) else {
+        let Some(nl) = memchr::memchr(b'\n', &d[pos..]).map(|p| pos + p) else {
             break;
         };
         pos = nl + 1;
@@ -457,7 +457,10 @@ pub fn scan(d: &[u8]) -> Found {
             c.ended = true;
             break;
         }
-        match_line(d, line, &mut c);
+        // As the kernel: only lines starting like an auth header name are compared.
+        if matches!(first | 0x20, b'a' | b'w' | b'p') {
+            match_line(d, line, &mut c);
+        }
     }
     let mut f = c.found;
     f.matched = c.matched;
