@@ -6,15 +6,13 @@
 mod support;
 
 use std::{
-    io::{BufRead, BufReader},
     process::{Child, Command, Stdio},
-    sync::mpsc,
     time::{Duration, Instant},
 };
 
 use aya::programs::{SchedClassifier, TcAttachType};
 use serde_json::Value;
-use support::tracker::tracker_bin;
+use support::tracker::{Tracker, tracker_bin};
 
 /// Two namespaces joined by a veth pair; removed on drop (even when the test panics).
 struct Pair {
@@ -185,99 +183,15 @@ impl Drop for Pair {
     }
 }
 
-/// The daemon running in the client namespace, its stdout lines on a channel.
-struct Daemon {
-    child: Child,
-    lines: mpsc::Receiver<String>,
-    stderr: mpsc::Receiver<String>,
-}
-
-impl Daemon {
-    fn start(pair: &Pair, extra: &[&str]) -> Self {
-        let mut child = pair
-            .exec(&pair.client_ns)
-            .arg(tracker_bin())
-            .args(["run", "--iface", &pair.client_if, "--stats-interval", "0"])
-            // Raw message records are behind --messages since verdicts came (issue 5).
-            .arg("--messages")
-            .args(extra)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let (tx, lines) = mpsc::channel();
-        let out = child.stdout.take().unwrap();
-        std::thread::spawn(move || {
-            for l in BufReader::new(out).lines().map_while(Result::ok) {
-                let _ = tx.send(l);
-            }
-        });
-        let (etx, stderr) = mpsc::channel();
-        let err = child.stderr.take().unwrap();
-        std::thread::spawn(move || {
-            for l in BufReader::new(err).lines().map_while(Result::ok) {
-                eprintln!("daemon: {l}");
-                let _ = etx.send(l);
-            }
-        });
-        Self {
-            child,
-            lines,
-            stderr,
-        }
-    }
-
-    /// Waits for the "attached" line (verification takes a few seconds).
-    fn wait_attached(&self) {
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while let Ok(l) = self
-            .stderr
-            .recv_timeout(deadline.saturating_duration_since(Instant::now()))
-        {
-            if l.contains("attached to") {
-                return;
-            }
-        }
-        panic!("the daemon did not attach");
-    }
-
-    /// Collects NDJSON objects until `want` says enough or the timeout passes.
-    fn collect(&self, timeout: Duration, want: impl Fn(&[Value]) -> bool) -> Vec<Value> {
-        let deadline = Instant::now() + timeout;
-        let mut got = Vec::new();
-        while !want(&got) {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match self.lines.recv_timeout(left) {
-                Ok(l) => got.push(
-                    serde_json::from_str(&l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")),
-                ),
-                Err(_) => break,
-            }
-        }
-        got
-    }
-
-    fn interrupt(&mut self) -> std::process::ExitStatus {
-        unsafe { libc::kill(self.child.id() as i32, libc::SIGINT) };
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            if let Some(s) = self.child.try_wait().unwrap() {
-                return s;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "the daemon did not stop on SIGINT"
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// The daemon in the client namespace, attached to the veth, raw message records included.
+fn daemon(pair: &Pair, extra: &[&str]) -> Tracker {
+    let mut cmd = pair.exec(&pair.client_ns);
+    cmd.arg(tracker_bin())
+        .args(["run", "--iface", &pair.client_if, "--stats-interval", "0"])
+        // Raw message records are behind --messages since verdicts came (issue 5).
+        .arg("--messages")
+        .args(extra);
+    Tracker::start(cmd)
 }
 
 fn messages(events: &[Value]) -> Vec<&Value> {
@@ -294,8 +208,7 @@ fn live_curl_ntlm_is_reported_and_nothing_stays_attached() {
     }
     let mut pair = Pair::new("a");
     pair.listen();
-    let mut d = Daemon::start(&pair, &["--backend", "198.18.200.0/30:80"]);
-    d.wait_attached();
+    let mut d = daemon(&pair, &["--backend", "198.18.200.0/30:80"]);
     assert_eq!(
         pair.attached(),
         (true, 1),
@@ -425,8 +338,7 @@ fn bad_input_gives_one_clear_error_and_leaves_nothing() {
     assert_eq!(err.trim().lines().count(), 1, "one line: {err}");
 
     // Someone else's XDP program on the interface: refused, theirs untouched, ours not left.
-    let mut first = Daemon::start(&pair, &["--backend", "198.18.200.0/30:80"]);
-    first.wait_attached();
+    let mut first = daemon(&pair, &["--backend", "198.18.200.0/30:80"]);
     let (code, err) = run(&[
         "run",
         "--iface",

@@ -2,9 +2,8 @@
 
 use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::mpsc;
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
@@ -23,16 +22,34 @@ pub fn tracker_bin() -> PathBuf {
     p
 }
 
-/// A running `ntlm-affinity run`: stdout collected in the background, stderr echoed.
+/// A running `ntlm-affinity run`: stdout lines on a channel, stderr echoed.
 pub struct Tracker {
     child: Child,
-    out: Option<JoinHandle<Vec<String>>>,
+    lines: mpsc::Receiver<String>,
     stderr: mpsc::Receiver<String>,
+}
+
+/// Echoes a child's stream line by line and hands each line to a channel.
+fn forward(stream: impl std::io::Read + Send + 'static, echo: bool) -> mpsc::Receiver<String> {
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for l in BufReader::new(stream).lines().map_while(Result::ok) {
+            if echo {
+                eprintln!("tracker: {l}");
+            }
+            let _ = tx.send(l);
+        }
+    });
+    rx
+}
+
+fn parse(l: &str) -> Value {
+    serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}"))
 }
 
 impl Tracker {
     /// Spawn `cmd` (already holding the program and its arguments) and wait until it says
-    /// it is attached.
+    /// it is attached (verification takes a few seconds).
     pub fn start(mut cmd: Command) -> Tracker {
         let mut child = cmd
             .stdin(Stdio::null())
@@ -40,24 +57,11 @@ impl Tracker {
             .stderr(Stdio::piped())
             .spawn()
             .unwrap();
-        let stdout = child.stdout.take().unwrap();
-        let out = std::thread::spawn(move || {
-            BufReader::new(stdout)
-                .lines()
-                .map_while(Result::ok)
-                .collect::<Vec<String>>()
-        });
-        let (etx, stderr) = mpsc::channel();
-        let err = child.stderr.take().unwrap();
-        std::thread::spawn(move || {
-            for l in BufReader::new(err).lines().map_while(Result::ok) {
-                eprintln!("tracker: {l}");
-                let _ = etx.send(l);
-            }
-        });
+        let lines = forward(child.stdout.take().unwrap(), false);
+        let stderr = forward(child.stderr.take().unwrap(), true);
         let t = Tracker {
             child,
-            out: Some(out),
+            lines,
             stderr,
         };
         t.wait_attached();
@@ -77,26 +81,47 @@ impl Tracker {
         panic!("the tracker did not attach");
     }
 
-    /// SIGINT, wait for the exit (it flushes), and return every NDJSON object it printed.
-    pub fn stop(mut self) -> Vec<Value> {
+    /// Collects NDJSON objects until `want` says enough or the timeout passes.
+    pub fn collect(&self, timeout: Duration, want: impl Fn(&[Value]) -> bool) -> Vec<Value> {
+        let deadline = Instant::now() + timeout;
+        let mut got = Vec::new();
+        while !want(&got) {
+            match self
+                .lines
+                .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+            {
+                Ok(l) => got.push(parse(&l)),
+                Err(_) => break,
+            }
+        }
+        got
+    }
+
+    /// SIGINT, and wait for the exit (it flushes and detaches).
+    pub fn interrupt(&mut self) -> ExitStatus {
         unsafe { libc::kill(self.child.id() as i32, libc::SIGINT) };
         let deadline = Instant::now() + Duration::from_secs(30);
-        let status = loop {
+        loop {
             if let Some(s) = self.child.try_wait().unwrap() {
-                break s;
+                return s;
             }
             assert!(
                 Instant::now() < deadline,
                 "the tracker did not stop on SIGINT"
             );
             std::thread::sleep(Duration::from_millis(50));
-        };
+        }
+    }
+
+    /// SIGINT, wait for a clean exit, and return every NDJSON object not yet collected.
+    pub fn stop(mut self) -> Vec<Value> {
+        let status = self.interrupt();
         assert!(status.success(), "tracker exit status {status}");
-        let lines = self.out.take().unwrap().join().unwrap();
-        lines
+        // The sender ends with the child's stdout: this drains to the last line.
+        self.lines
             .iter()
             .filter(|l| !l.trim().is_empty())
-            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+            .map(|l| parse(&l))
             .collect()
     }
 }
