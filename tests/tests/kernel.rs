@@ -19,11 +19,12 @@ use tracker_common::{
     DIR_EGRESS, DIR_INGRESS, FLOW_CAPTURING, FLOW_CLOSED, FLOW_MIDSTREAM, FLOW_NTLM_SEEN, FlowKey,
     FlowState, HDR_AUTHORIZATION, HDR_PROXY_AUTHENTICATE, HDR_PROXY_AUTHORIZATION,
     HDR_WWW_AUTHENTICATE, RECORD_CLOSE, RECORD_CONTINUATION, RECORD_HTTP, RECORD_MESSAGE,
-    SCHEME_NEGOTIATE, SCHEME_NTLM, TokenKind,
+    SCHEME_NEGOTIATE, SCHEME_NTLM, TokenKind, identity,
 };
 use tracker_user::{
+    correlate::AuthUpdate,
     endpoint::Backend,
-    loader::{TC_PROGRAM, Tracker, TrackerConfig, XDP_PROGRAM},
+    loader::{AuthFlows, TC_PROGRAM, Tracker, TrackerConfig, XDP_PROGRAM},
     pipeline::{self, Output, Pipeline},
     record::Record,
 };
@@ -40,6 +41,7 @@ const TYPE3: &str = "TlRMTVNTUAADAAAAGAAYAEAAAAAYABgAWAAAAAAAAAAAAAAAAAAAAA==";
 struct Kernel {
     tracker: Tracker,
     ring: RingBuf<MapData>,
+    auth: AuthFlows,
 }
 
 fn config() -> TrackerConfig {
@@ -62,7 +64,12 @@ fn kernel(test: &str) -> Option<MutexGuard<'static, Kernel>> {
     let k = K.get_or_init(|| {
         let mut tracker = Tracker::load(&config()).expect("load and verify the tracker programs");
         let ring = tracker.take_events().unwrap();
-        Mutex::new(Kernel { tracker, ring })
+        let auth = tracker.take_auth_flows().unwrap();
+        Mutex::new(Kernel {
+            tracker,
+            ring,
+            auth,
+        })
     });
     let mut g = k.lock().unwrap_or_else(|e| e.into_inner());
     g.drain();
@@ -950,4 +957,177 @@ fn attached_mid_connection_the_answer_to_a_type3_is_still_delivered() {
     k.ingress(&frames::tcp4(&[], s, c, &syn, &[]));
     let f = k.flow(&key4(s, BACKEND_PORT, c, 40030)).unwrap();
     assert_eq!(f.flags & FLOW_NTLM_SEEN, 0);
+}
+
+/// Design §2.5: on a connection userspace marked authenticated, the kernel checks each
+/// request's last X-Forwarded-For itself: the same client passes without a record (and so
+/// does the response to it); another, a missing or an unverifiable identity is delivered.
+#[test]
+fn authenticated_connection_requests_are_checked_in_the_kernel() {
+    let Some(mut k) = kernel("authenticated_connection_requests_are_checked_in_the_kernel") else {
+        return;
+    };
+    let (c, s) = (frames::CLIENT4, frames::SERVER4);
+    let port = 40040;
+    let up = |seq: u32| Tcp::new(port, BACKEND_PORT, seq, ACK | PSH);
+    let down = |seq: u32| Tcp::new(BACKEND_PORT, port, seq, ACK | PSH);
+    k.egress(&frames::tcp4(
+        &[],
+        c,
+        s,
+        &Tcp::new(port, BACKEND_PORT, 0, SYN),
+        &[],
+    ));
+    k.egress(&frames::tcp4(
+        &[],
+        c,
+        s,
+        &up(1),
+        &frames::request(0, &format!("Authorization: NTLM {TYPE3}")),
+    ));
+    let ok = b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n";
+    k.ingress(&frames::tcp4(&[], s, c, &down(1), ok));
+    assert_eq!(k.records().len(), 2);
+    let key = key4(c, port, s, BACKEND_PORT);
+    let generation = k.flow(&key).unwrap().generation;
+    let alice = b"198.18.0.10";
+    k.auth.apply(&AuthUpdate::Set {
+        key,
+        generation,
+        identity: (identity::words(alice).unwrap(), alice.len() as u32),
+    });
+    assert_eq!(k.auth.failures, 0);
+    let req = |xff: &str| {
+        format!("GET /owa/ HTTP/1.1\r\nHost: mail\r\n{xff}Accept: */*\r\n\r\n").into_bytes()
+    };
+    // The client that authenticated: no record for the request or its response.
+    let d = k.delta(|k| {
+        k.egress(&frames::tcp4(
+            &[],
+            c,
+            s,
+            &up(100),
+            &req("X-Forwarded-For: 198.18.0.10\r\n"),
+        ));
+        k.ingress(&frames::tcp4(&[], s, c, &down(100), ok));
+    });
+    assert_eq!(d.get("identity_match"), Some(&1), "{d:?}");
+    assert_eq!(d.get("responses_suppressed"), Some(&1), "{d:?}");
+    assert_eq!(d.get("http_heads"), None, "{d:?}");
+    assert!(k.records().is_empty());
+    // A forged first line does not matter: the balancer's own line is the last one, and
+    // header names are case-insensitive.
+    let d = k.delta(|k| {
+        k.egress(&frames::tcp4(
+            &[],
+            c,
+            s,
+            &up(200),
+            &req("X-Forwarded-For: 10.6.6.6\r\nx-forwarded-for:198.18.0.10\r\n"),
+        ));
+    });
+    assert_eq!(d.get("identity_match"), Some(&1), "{d:?}");
+    k.ingress(&frames::tcp4(&[], s, c, &down(200), ok));
+    assert!(k.records().is_empty());
+    // Another client, no identity, a value with a forged suffix, a head cut by the segment
+    // end: delivered with their responses.
+    let others: [Vec<u8>; 4] = [
+        req("X-Forwarded-For: 198.18.0.11\r\n"),
+        req(""),
+        req("X-Forwarded-For: 198.18.0.10, 10.0.0.1\r\n"),
+        b"GET /owa/ HTTP/1.1\r\nHost: mail\r\nX-Forwarded-For: 198.18.0.10\r\n".to_vec(),
+    ];
+    for (i, r) in others.iter().enumerate() {
+        let seq = 300 + 100 * i as u32;
+        let d = k.delta(|k| {
+            k.egress(&frames::tcp4(&[], c, s, &up(seq), r));
+            k.ingress(&frames::tcp4(&[], s, c, &down(seq), ok));
+        });
+        assert_eq!(d.get("identity_mismatch"), Some(&1), "case {i}: {d:?}");
+        assert_eq!(d.get("http_heads"), Some(&2), "case {i}: {d:?}");
+        let recs = k.records();
+        assert_eq!(recs.len(), 2, "case {i}");
+        assert_eq!(&recs[0].payload[..], &r[..]);
+        assert_eq!(recs[1].header.kind, RECORD_HTTP);
+    }
+    // A re-challenge answering a silently passed request is delivered, and the response
+    // after it (to a delivered request) is not mistaken for a silent one.
+    k.egress(&frames::tcp4(
+        &[],
+        c,
+        s,
+        &up(800),
+        &req("X-Forwarded-For: 198.18.0.10\r\n"),
+    ));
+    k.ingress(&frames::tcp4(
+        &[],
+        s,
+        c,
+        &down(800),
+        &frames::response("WWW-Authenticate: NTLM"),
+    ));
+    k.egress(&frames::tcp4(
+        &[],
+        c,
+        s,
+        &up(900),
+        &req("X-Forwarded-For: 198.18.0.12\r\n"),
+    ));
+    k.ingress(&frames::tcp4(&[], s, c, &down(900), ok));
+    let kinds: Vec<u8> = k.records().iter().map(|r| r.header.kind).collect();
+    assert_eq!(kinds, vec![RECORD_MESSAGE, RECORD_HTTP, RECORD_HTTP]);
+    // Forgotten by userspace: every head is delivered again, without identity checks.
+    k.auth.apply(&AuthUpdate::Clear { key });
+    let d = k.delta(|k| {
+        k.egress(&frames::tcp4(
+            &[],
+            c,
+            s,
+            &up(1000),
+            &req("X-Forwarded-For: 198.18.0.10\r\n"),
+        ));
+    });
+    assert_eq!(d.get("http_heads"), Some(&1), "{d:?}");
+    assert_eq!(d.get("identity_match"), None, "{d:?}");
+    k.records();
+    // A reused 5-tuple (new SYN, new generation) is not the authenticated connection.
+    k.auth.apply(&AuthUpdate::Set {
+        key,
+        generation,
+        identity: (identity::words(alice).unwrap(), alice.len() as u32),
+    });
+    k.egress(&frames::tcp4(
+        &[],
+        c,
+        s,
+        &Tcp::new(port, BACKEND_PORT, 5000, SYN),
+        &[],
+    ));
+    k.egress(&frames::tcp4(
+        &[],
+        c,
+        s,
+        &up(5001),
+        &frames::request(0, &format!("Authorization: NTLM {TYPE1}")),
+    ));
+    k.ingress(&frames::tcp4(
+        &[],
+        s,
+        c,
+        &down(5001),
+        &frames::response(&format!("WWW-Authenticate: NTLM {TYPE2}")),
+    ));
+    let d = k.delta(|k| {
+        k.egress(&frames::tcp4(
+            &[],
+            c,
+            s,
+            &up(6000),
+            &req("X-Forwarded-For: 198.18.0.10\r\n"),
+        ));
+    });
+    assert_eq!(d.get("identity_mismatch"), Some(&1), "{d:?}");
+    assert_eq!(d.get("http_heads"), Some(&1), "{d:?}");
+    k.auth.apply(&AuthUpdate::Clear { key });
+    k.records();
 }

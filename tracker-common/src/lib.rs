@@ -193,8 +193,11 @@ pub struct Config {
     pub continuation_bytes: u32,
     pub flags: u32,
     pub _pad: u32,
+    /// Key of [`identity::hash`], random per daemon start: a client cannot craft an
+    /// `X-Forwarded-For` value whose hash equals another client's.
+    pub identity_key: [u64; 2],
 }
-const _: () = assert!(core::mem::size_of::<Config>() == 16);
+const _: () = assert!(core::mem::size_of::<Config>() == 32);
 
 impl Default for Config {
     fn default() -> Self {
@@ -203,7 +206,99 @@ impl Default for Config {
             continuation_bytes: DEFAULT_CONTINUATION_BYTES,
             flags: 0,
             _pad: 0,
+            identity_key: [0; 2],
         }
+    }
+}
+
+/// Default capacity of the `AUTH_FLOWS` LRU map (authenticated backend connections).
+pub const DEFAULT_AUTH_FLOW_CAPACITY: u32 = 65_536;
+
+/// Value of `AUTH_FLOWS`, keyed by the request direction (balancer → server) of a backend
+/// connection that userspace saw authenticated (a Type-3 answered with success, or a
+/// Kerberos request answered with `Persistent-Auth: true`). Design §2.5: the kernel checks
+/// each later request's identity itself and delivers only the requests of another (or an
+/// unknown) client, and the responses to those.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct AuthFlow {
+    /// `FlowState::generation` of the request direction when it was authenticated: a reused
+    /// 5-tuple is not the authenticated connection.
+    pub generation: u64,
+    /// [`identity::hash`] of the last `X-Forwarded-For` line of the authenticating request.
+    pub identity: u64,
+    /// Requests the kernel passed silently whose responses are still to come: the response
+    /// to each is not delivered either, so userspace keeps requests and responses paired.
+    pub suppressed: u64,
+}
+const _: () = assert!(core::mem::size_of::<AuthFlow>() == 24);
+
+/// The client identity the kernel can check per request: the value of the last
+/// `X-Forwarded-For` header line, up to [`identity::MAX_LEN`] bytes, keyed-hashed the same
+/// way on both sides.
+pub mod identity {
+    /// Longest value the kernel hashes; a longer one is never matched (always delivered).
+    pub const MAX_LEN: usize = 64;
+    pub const WORDS: usize = MAX_LEN / 8;
+
+    #[inline(always)]
+    fn round(v: &mut [u64; 4]) {
+        v[0] = v[0].wrapping_add(v[1]);
+        v[1] = v[1].rotate_left(13);
+        v[1] ^= v[0];
+        v[0] = v[0].rotate_left(32);
+        v[2] = v[2].wrapping_add(v[3]);
+        v[3] = v[3].rotate_left(16);
+        v[3] ^= v[2];
+        v[0] = v[0].wrapping_add(v[3]);
+        v[3] = v[3].rotate_left(21);
+        v[3] ^= v[0];
+        v[2] = v[2].wrapping_add(v[1]);
+        v[1] = v[1].rotate_left(17);
+        v[1] ^= v[2];
+        v[2] = v[2].rotate_left(32);
+    }
+
+    /// SipHash-1-3 of `len` bytes given as little-endian words, zero beyond `len`: one
+    /// fixed-size, branch-free computation the verifier accepts and userspace repeats.
+    #[inline(always)]
+    pub fn hash(key: &[u64; 2], words: &[u64; WORDS], len: u32) -> u64 {
+        let mut v = [
+            key[0] ^ 0x736f_6d65_7073_6575,
+            key[1] ^ 0x646f_7261_6e64_6f6d,
+            key[0] ^ 0x6c79_6765_6e65_7261,
+            key[1] ^ 0x7465_6462_7974_6573,
+        ];
+        let mut i = 0;
+        while i < WORDS {
+            v[3] ^= words[i];
+            round(&mut v);
+            v[0] ^= words[i];
+            i += 1;
+        }
+        let b = (len as u64) << 56;
+        v[3] ^= b;
+        round(&mut v);
+        v[0] ^= b;
+        v[2] ^= 0xff;
+        round(&mut v);
+        round(&mut v);
+        round(&mut v);
+        v[0] ^ v[1] ^ v[2] ^ v[3]
+    }
+
+    /// The words of a value as userspace has it; `None` when it is longer than `MAX_LEN`.
+    pub fn words(value: &[u8]) -> Option<[u64; WORDS]> {
+        if value.len() > MAX_LEN {
+            return None;
+        }
+        let mut w = [0u64; WORDS];
+        let mut i = 0;
+        while i < value.len() {
+            w[i / 8] |= (value[i] as u64) << ((i % 8) * 8);
+            i += 1;
+        }
+        Some(w)
     }
 }
 
@@ -241,7 +336,15 @@ pub mod stat {
     pub const LOAD_FAILED: u32 = 16;
     /// HTTP request/response heads delivered from connections that carried NTLM.
     pub const HTTP_HEADS: u32 = 17;
-    pub const COUNT: u32 = 18;
+    /// Requests on an authenticated connection from the client that authenticated it:
+    /// checked in the kernel and passed without a record.
+    pub const IDENTITY_MATCH: u32 = 18;
+    /// Requests on an authenticated connection delivered because the identity differs, is
+    /// missing, too long, or the head was not complete in one segment.
+    pub const IDENTITY_MISMATCH: u32 = 19;
+    /// Responses to requests passed silently: not delivered either.
+    pub const RESPONSES_SUPPRESSED: u32 = 20;
+    pub const COUNT: u32 = 21;
 
     pub const NAMES: [&str; COUNT as usize] = [
         "packets",
@@ -262,6 +365,9 @@ pub mod stat {
         "capture_truncated",
         "load_failed",
         "http_heads",
+        "identity_match",
+        "identity_mismatch",
+        "responses_suppressed",
     ];
 }
 
@@ -275,4 +381,36 @@ mod pod {
     unsafe impl aya::Pod for FlowState {}
     unsafe impl aya::Pod for RecordHeader {}
     unsafe impl aya::Pod for Config {}
+    unsafe impl aya::Pod for AuthFlow {}
+}
+
+#[cfg(test)]
+mod tests {
+    use super::identity;
+    use core::hash::Hasher;
+
+    #[test]
+    fn identity_hash_is_siphash13_for_a_full_block() {
+        // With 64 bytes, the construction is exactly SipHash-1-3 of those bytes.
+        let key = [0x0706_0504_0302_0100u64, 0x0f0e_0d0c_0b0a_0908];
+        let value: [u8; 64] = core::array::from_fn(|i| i as u8);
+        let words = identity::words(&value).unwrap();
+        let mut sip = siphasher::sip::SipHasher13::new_with_keys(key[0], key[1]);
+        sip.write(&value);
+        assert_eq!(identity::hash(&key, &words, 64), sip.finish());
+    }
+
+    #[test]
+    fn identity_hash_separates_values_lengths_and_keys() {
+        let key = [1, 2];
+        let h = |v: &[u8], k: &[u64; 2]| {
+            identity::hash(k, &identity::words(v).unwrap(), v.len() as u32)
+        };
+        assert_eq!(h(b"198.18.0.10", &key), h(b"198.18.0.10", &key));
+        assert_ne!(h(b"198.18.0.10", &key), h(b"198.18.0.11", &key));
+        // Zero padding does not make a shorter value equal a longer one with NULs.
+        assert_ne!(h(b"a", &key), h(b"a\0", &key));
+        assert_ne!(h(b"198.18.0.10", &key), h(b"198.18.0.10", &[1, 3]));
+        assert!(identity::words(&[b'x'; 65]).is_none());
+    }
 }

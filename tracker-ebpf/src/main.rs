@@ -15,10 +15,11 @@ use aya_ebpf::{
 };
 use core::ffi::c_void;
 use tracker_common::{
-    CAPTURE_MAX, Capture, Config, DEFAULT_FLOW_CAPACITY, DEFAULT_RING_BYTES, DIR_EGRESS,
-    DIR_INGRESS, EndpointKey, FLOW_CAPTURING, FLOW_CLOSED, FLOW_MIDSTREAM, FLOW_NTLM_SEEN,
-    FLOW_OPEN, FlowKey, FlowState, MAX_IPV6_EXT_HEADERS, PORT_BACKEND, PORT_FRONTEND, RECORD_CLOSE,
-    RECORD_CONTINUATION, RECORD_HTTP, RECORD_MESSAGE, RecordHeader, stat,
+    AuthFlow, CAPTURE_MAX, Capture, Config, DEFAULT_AUTH_FLOW_CAPACITY, DEFAULT_FLOW_CAPACITY,
+    DEFAULT_RING_BYTES, DIR_EGRESS, DIR_INGRESS, EndpointKey, FLOW_CAPTURING, FLOW_CLOSED,
+    FLOW_MIDSTREAM, FLOW_NTLM_SEEN, FLOW_OPEN, FlowKey, FlowState, MAX_IPV6_EXT_HEADERS,
+    PORT_BACKEND, PORT_FRONTEND, RECORD_CLOSE, RECORD_CONTINUATION, RECORD_HTTP, RECORD_MESSAGE,
+    RecordHeader, identity, stat,
 };
 
 #[map]
@@ -36,6 +37,10 @@ static CONFIG: Array<Config> = Array::with_max_entries(1, 0);
 static EVENTS: RingBuf = RingBuf::with_byte_size(DEFAULT_RING_BYTES, 0);
 #[map]
 static STATS: PerCpuArray<u64> = PerCpuArray::with_max_entries(stat::COUNT, 0);
+/// Backend connections userspace saw authenticated, by request direction (design §2.5).
+#[map]
+static AUTH_FLOWS: LruHashMap<FlowKey, AuthFlow> =
+    LruHashMap::with_max_entries(DEFAULT_AUTH_FLOW_CAPACITY, 0);
 #[map]
 static SCRATCH: PerCpuArray<Capture> = PerCpuArray::with_max_entries(1, 0);
 #[map]
@@ -439,8 +444,16 @@ fn track<P: Packet>(ctx: &P, direction: u8) -> Result<(), ()> {
         }
     }
     // On a connection that carried NTLM, every request/response head matters: the status
-    // answering a Type-3, and each later request on a possibly authenticated connection.
-    let http_head = !found.matched && ntlm_before && starts_http(cap, copied);
+    // answering a Type-3, and each later request on a possibly authenticated connection —
+    // except those the kernel's identity check passes silently.
+    let head = if ntlm_before && !continuation {
+        http_head(cap, copied)
+    } else {
+        HEAD_NONE
+    };
+    let passed_silently =
+        head != HEAD_NONE && authenticated_pass(seg, state.generation, cfg, &found, head);
+    let http_head = head != HEAD_NONE && !found.matched && !passed_silently;
     // A cut header name is sent too: the daemon joins it with the segment that follows.
     if continuation || found.matched || found.partial_name_at_end || http_head {
         let kind = if continuation {
@@ -487,19 +500,83 @@ fn mark_reverse(key: &FlowKey) {
     }
 }
 
+const HEAD_NONE: u8 = 0;
+const HEAD_REQUEST: u8 = 1;
+const HEAD_RESPONSE: u8 = 2;
+
 /// Whether a copied payload begins an HTTP/1.x response ("HTTP/") or request (a method:
 /// three leading uppercase letters or '_', as in RPC_IN_DATA). The daemon parses it fully.
 #[inline(always)]
-fn starts_http(cap: &Capture, len: u32) -> bool {
+fn http_head(cap: &Capture, len: u32) -> u8 {
     if len < 8 {
-        return false;
+        return HEAD_NONE;
     }
     let d = &cap.data;
     if d[0] == b'H' && d[1] == b'T' && d[2] == b'T' && d[3] == b'P' && d[4] == b'/' {
-        return true;
+        return HEAD_RESPONSE;
     }
     let upper = |b: u8| b.is_ascii_uppercase() || b == b'_';
-    upper(d[0]) && upper(d[1]) && upper(d[2])
+    if upper(d[0]) && upper(d[1]) && upper(d[2]) {
+        HEAD_REQUEST
+    } else {
+        HEAD_NONE
+    }
+}
+
+/// The per-request identity check on authenticated connections (design §2.5). A request
+/// whose whole head is in this segment and whose last `X-Forwarded-For` hashes to the
+/// identity that authenticated the connection passes without a record, and so does the
+/// response to it; anything else (another or no identity, a cut head) is delivered and
+/// userspace decides. Costs one hash lookup per head on connections that carried NTLM or
+/// Negotiate, and nothing anywhere else.
+// Keys by reference on purpose, as in `flow_update`.
+#[allow(clippy::needless_borrows_for_generic_args)]
+#[inline(always)]
+fn authenticated_pass(
+    seg: &Segment,
+    generation: u64,
+    cfg: &Config,
+    found: &scan::Found,
+    head: u8,
+) -> bool {
+    if head == HEAD_RESPONSE {
+        let Some(a) = AUTH_FLOWS.get_ptr_mut(&seg.key.reverse()) else {
+            return false;
+        };
+        // Plain read-modify-write: core has no atomic RMW for bpfel, and a request and its
+        // response never race (the response follows the request on one connection).
+        let pending = unsafe { &mut (*a).suppressed };
+        if *pending == 0 {
+            return false;
+        }
+        *pending -= 1;
+        // A response with an auth header (a re-challenge) is always delivered.
+        if found.matched {
+            return false;
+        }
+        count(stat::RESPONSES_SUPPRESSED);
+        return true;
+    }
+    // A request with credentials is a message: always delivered.
+    if found.matched {
+        return false;
+    }
+    let Some(a) = AUTH_FLOWS.get_ptr_mut(&seg.key) else {
+        return false;
+    };
+    let same = unsafe { (*a).generation } == generation
+        && found.ended
+        && found.xff_len > 0
+        && found.xff_len <= identity::MAX_LEN as u32
+        && scan::identity_hash(&cfg.identity_key, found.xff_off, found.xff_len)
+            == unsafe { (*a).identity };
+    if !same {
+        count(stat::IDENTITY_MISMATCH);
+        return false;
+    }
+    count(stat::IDENTITY_MATCH);
+    unsafe { (*a).suppressed += 1 };
+    true
 }
 
 /// Finds or creates the flow entry; SYN starts a new generation.

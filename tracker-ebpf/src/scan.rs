@@ -7,10 +7,16 @@ use aya_ebpf::helpers::generated::bpf_loop;
 use core::ffi::c_void;
 use tracker_common::{
     CAPTURE_MAX, HDR_AUTHORIZATION, HDR_PROXY_AUTHENTICATE, HDR_PROXY_AUTHORIZATION,
-    HDR_WWW_AUTHENTICATE, SCHEME_NEGOTIATE, SCHEME_NTLM, TokenKind,
+    HDR_WWW_AUTHENTICATE, SCHEME_NEGOTIATE, SCHEME_NTLM, TokenKind, identity,
 };
 
+use aya_ebpf::{macros::map, maps::PerCpuArray};
+
 use crate::SCRATCH;
+
+/// Value offset of the last `X-Forwarded-For` line of the scanned segment (0: none).
+#[map]
+static XFF: PerCpuArray<u32> = PerCpuArray::with_max_entries(1, 0);
 
 const MASK: u32 = CAPTURE_MAX as u32 - 1;
 
@@ -26,6 +32,11 @@ pub struct Found {
     pub scheme: u8,
     pub token: u8,
     pub value_offset: u16,
+    /// The blank line ending the header block is inside this segment.
+    pub ended: bool,
+    /// Value of the last complete `X-Forwarded-For` line (offset, length; length 0: none).
+    pub xff_off: u32,
+    pub xff_len: u32,
 }
 
 #[repr(C)]
@@ -46,6 +57,9 @@ struct ScanCtx {
     complete: u8,
     ended: u8,
     _pad: [u8; 2],
+    /// Where the value offset of the last `X-Forwarded-For` line goes: per-CPU map memory,
+    /// not this stack frame, so the verifier's states of the callback still converge.
+    xff: *mut u32,
 }
 
 /// ASCII lowercase of eight bytes at once. It also maps `\r` to `-`; the daemon re-parses
@@ -187,6 +201,28 @@ fn classify(data: *const u8, t: u32, len: u32) -> u8 {
     TokenKind::Other as u8
 }
 
+/// Notes an `X-Forwarded-For` line (the client identity the kernel checks on authenticated
+/// connections, design §2.5); the last one wins, as the balancer appends its own.
+#[inline(always)]
+fn match_xff(data: *const u8, line: u32, c: &mut ScanCtx) {
+    if line + 16 > c.len
+        || lower(rd8(data, line)) != word(b"x-forwar")
+        || lower(rd8(data, line + 8)) != word(b"ded-for:")
+    {
+        return;
+    }
+    let mut v = line + 16;
+    for _ in 0..2 {
+        if v < c.len {
+            let b = rd1(data, v);
+            if b == b' ' || b == b'\t' {
+                v += 1;
+            }
+        }
+    }
+    unsafe { *c.xff = v };
+}
+
 /// Handles a line start; returns 1 to stop the loop.
 #[inline(always)]
 fn at_line(data: *const u8, line: u32, c: &mut ScanCtx) -> i64 {
@@ -209,6 +245,8 @@ fn at_line(data: *const u8, line: u32, c: &mut ScanCtx) -> i64 {
     let f = first | 0x20;
     if f == b'a' || f == b'w' || f == b'p' {
         match_line(data, line, c);
+    } else if f == b'x' {
+        match_xff(data, line, c);
     }
     0
 }
@@ -267,6 +305,10 @@ pub fn scan(len: u32) -> Found {
     let Some(data) = data_ptr() else {
         return Found::default();
     };
+    let Some(xff) = XFF.get_ptr_mut(0) else {
+        return Found::default();
+    };
+    unsafe { *xff = 0 };
     let mut c = ScanCtx {
         data,
         len,
@@ -280,6 +322,7 @@ pub fn scan(len: u32) -> Found {
         complete: 0,
         ended: 0,
         _pad: [0; 2],
+        xff,
     };
     let mut found = Found::default();
     // A segment may begin with a header line (the block continues from an earlier segment).
@@ -298,10 +341,68 @@ pub fn scan(len: u32) -> Found {
     found.scheme = c.scheme;
     found.token = c.token;
     found.value_offset = c.value as u16;
+    found.ended = c.ended != 0;
+    let v = unsafe { *xff } & MASK;
+    if v != 0 && v < len {
+        found.xff_off = v;
+        found.xff_len = value_len(data, v, len);
+    }
     if c.matched == 0 && c.ended == 0 && c.line < len {
         // The last, unfinished line may be an auth header name cut by the segment boundary.
         let first = rd1(data, c.line) | 0x20;
         found.partial_name_at_end = first == b'a' || first == b'w' || first == b'p';
     }
     found
+}
+
+/// Length of the header value at `v` (up to its CR LF), or 0 when it does not end within
+/// `identity::MAX_LEN` bytes or inside the segment: such a value is never matched.
+#[inline(always)]
+fn value_len(data: *const u8, v: u32, len: u32) -> u32 {
+    let mut i = 0u32;
+    while i <= identity::MAX_LEN as u32 {
+        let x = rd8(data, v + i) ^ 0x0a0a_0a0a_0a0a_0a0a;
+        let t = x.wrapping_sub(0x0101_0101_0101_0101) & !x & 0x8080_8080_8080_8080;
+        if t != 0 {
+            let nl = v + i + lowest_byte(t);
+            if nl >= len || nl == v {
+                return 0;
+            }
+            let end = if rd1(data, nl - 1) == b'\r' {
+                nl - 1
+            } else {
+                nl
+            };
+            let n = end.saturating_sub(v);
+            return if n as usize <= identity::MAX_LEN {
+                n
+            } else {
+                0
+            };
+        }
+        i += 8;
+    }
+    0
+}
+
+/// [`identity::hash`] of `len` bytes at `off` of the scratch buffer (`len` ≤ `MAX_LEN`).
+#[inline(always)]
+pub fn identity_hash(key: &[u64; 2], off: u32, len: u32) -> u64 {
+    let Some(data) = data_ptr() else {
+        return 0;
+    };
+    let mut words = [0u64; identity::WORDS];
+    let mut i = 0;
+    while i < identity::WORDS {
+        let at = i as u32 * 8;
+        let left = len.saturating_sub(at);
+        let mask = if left >= 8 {
+            u64::MAX
+        } else {
+            (1u64 << (left * 8)) - 1
+        };
+        words[i] = rd8(data, off + at) & mask;
+        i += 1;
+    }
+    identity::hash(key, &words, len)
 }

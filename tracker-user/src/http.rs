@@ -4,6 +4,8 @@
 //! A head that the kernel delivered from its middle (the segment that carried its start line
 //! was not copied) is read line by line, without a start line.
 
+use tracker_common::identity;
+
 /// Start line of a request or a response.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum StartLine {
@@ -36,6 +38,9 @@ impl std::fmt::Debug for AuthLine {
     }
 }
 
+/// A value as the kernel's identity hash takes it: little-endian words and the length.
+pub type IdentityValue = ([u64; identity::WORDS], u32);
+
 /// What the pipeline needs from one request or response head.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Head {
@@ -49,6 +54,9 @@ pub struct Head {
     pub keep_alive: bool,
     /// The last element of `X-Forwarded-For` (the one the balancer added).
     pub forwarded_for: Option<String>,
+    /// The whole value of the last `X-Forwarded-For` line, as the kernel's identity check
+    /// hashes it (`None` when absent or longer than the kernel reads).
+    pub forwarded_for_line: Option<IdentityValue>,
     /// Value of the configured client-port header.
     pub client_port: Option<u16>,
     /// `Persistent-Auth: true|false`.
@@ -103,6 +111,7 @@ impl Head {
 
 /// Result of reading the bytes at the start of a stream position.
 #[derive(Debug, PartialEq, Eq)]
+#[allow(clippy::large_enum_variant)] // moved once per head; boxing would allocate per head
 pub enum Parse {
     Complete(Head),
     /// A head that needs more bytes.
@@ -332,6 +341,7 @@ fn header(head: &mut Head, name: &str, value: &[u8], opts: &Options) {
             }
         }
     } else if name.eq_ignore_ascii_case("x-forwarded-for") {
+        head.forwarded_for_line = identity::words(value).map(|w| (w, value.len() as u32));
         let last = value.rsplit(|b| *b == b',').next().map(trim).unwrap_or(&[]);
         if !last.is_empty() {
             head.forwarded_for = Some(String::from_utf8_lossy(last).into_owned());

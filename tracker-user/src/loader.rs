@@ -8,7 +8,10 @@ use std::{collections::HashMap, io};
 use anyhow::{Context as _, anyhow, bail};
 use aya::{
     Ebpf, EbpfLoader,
-    maps::{Array, LpmTrie, MapData, PerCpuArray, RingBuf, lpm_trie::Key},
+    maps::{
+        Array, HashMap as BpfHashMap, LpmTrie, MapData, MapError, PerCpuArray, RingBuf,
+        lpm_trie::Key,
+    },
     programs::{
         ProgramError, SchedClassifier, TcAttachType, Xdp, XdpMode,
         tc::{self, TcError},
@@ -17,11 +20,12 @@ use aya::{
     util::KernelVersion,
 };
 use tracker_common::{
-    CAPTURE_MAX, Config, DEFAULT_CONTINUATION_BYTES, DEFAULT_FLOW_CAPACITY, DEFAULT_RING_BYTES,
-    EndpointKey, PORT_BACKEND, PORT_FRONTEND, stat,
+    AuthFlow, CAPTURE_MAX, Config, DEFAULT_AUTH_FLOW_CAPACITY, DEFAULT_CONTINUATION_BYTES,
+    DEFAULT_FLOW_CAPACITY, DEFAULT_RING_BYTES, EndpointKey, FlowKey, PORT_BACKEND, PORT_FRONTEND,
+    identity, stat,
 };
 
-use crate::{check, endpoint::Backend};
+use crate::{check, correlate::AuthUpdate, endpoint::Backend};
 
 pub const XDP_PROGRAM: &str = "ntlm_ingress";
 pub const TC_PROGRAM: &str = "ntlm_egress";
@@ -39,6 +43,8 @@ pub struct TrackerConfig {
     pub backends: Vec<Backend>,
     pub frontend_ports: Vec<u16>,
     pub flow_capacity: u32,
+    /// Capacity of `AUTH_FLOWS`: authenticated backend connections checked in the kernel.
+    pub auth_flow_capacity: u32,
     pub ring_bytes: u32,
     pub capture_len: u32,
     pub continuation_bytes: u32,
@@ -51,6 +57,7 @@ impl Default for TrackerConfig {
             backends: Vec::new(),
             frontend_ports: Vec::new(),
             flow_capacity: DEFAULT_FLOW_CAPACITY,
+            auth_flow_capacity: DEFAULT_AUTH_FLOW_CAPACITY,
             ring_bytes: DEFAULT_RING_BYTES,
             capture_len: CAPTURE_MAX as u32,
             continuation_bytes: DEFAULT_CONTINUATION_BYTES,
@@ -81,6 +88,9 @@ impl TrackerConfig {
         if self.flow_capacity == 0 {
             bail!("--flow-capacity must be at least 1");
         }
+        if self.auth_flow_capacity == 0 {
+            bail!("--auth-flow-capacity must be at least 1");
+        }
         Ok(())
     }
 }
@@ -88,6 +98,8 @@ impl TrackerConfig {
 /// Loaded programs and maps; attached programs are detached when this is dropped.
 pub struct Tracker {
     ebpf: Ebpf,
+    /// Key of the kernel's identity hash (`Config::identity_key`), random per load.
+    identity_key: [u64; 2],
     /// Interfaces the programs are attached to, in attach order.
     pub interfaces: Vec<(String, u32)>,
 }
@@ -102,6 +114,7 @@ impl Tracker {
         raise_memlock();
         let mut ebpf = EbpfLoader::new()
             .map_max_entries("FLOWS", cfg.flow_capacity)
+            .map_max_entries("AUTH_FLOWS", cfg.auth_flow_capacity)
             .map_max_entries("EVENTS", cfg.ring_bytes)
             .load(ebpf_object())
             .map_err(|e| privilege_hint(anyhow!(e), "loading the eBPF maps"))?;
@@ -116,8 +129,16 @@ impl Tracker {
             }
             .map_err(|e| privilege_hint(anyhow!(e), &format!("loading program {name}")))?;
         }
+        let mut key = [0u8; 16];
+        crate::pipeline::getrandom_fill(&mut key).context("reading /dev/urandom")?;
+        let (k0, k1) = key.split_at(8);
+        let identity_key = [
+            u64::from_le_bytes(k0.try_into().unwrap_or_default()),
+            u64::from_le_bytes(k1.try_into().unwrap_or_default()),
+        ];
         let mut t = Self {
             ebpf,
+            identity_key,
             interfaces: Vec::new(),
         };
         t.configure(cfg)?;
@@ -125,6 +146,7 @@ impl Tracker {
     }
 
     fn configure(&mut self, cfg: &TrackerConfig) -> anyhow::Result<()> {
+        let identity_key = self.identity_key;
         let mut config: Array<_, Config> = Array::try_from(self.map_mut("CONFIG")?)?;
         config.set(
             0,
@@ -133,6 +155,7 @@ impl Tracker {
                 continuation_bytes: cfg.continuation_bytes,
                 flags: 0,
                 _pad: 0,
+                identity_key,
             },
             0,
         )?;
@@ -217,6 +240,19 @@ impl Tracker {
         Ok(RingBuf::try_from(map)?)
     }
 
+    /// The authenticated-connection map (can be taken once), for [`AuthFlows::apply`].
+    pub fn take_auth_flows(&mut self) -> anyhow::Result<AuthFlows> {
+        let map = self
+            .ebpf
+            .take_map("AUTH_FLOWS")
+            .ok_or_else(|| anyhow!("AUTH_FLOWS map already taken"))?;
+        Ok(AuthFlows {
+            map: BpfHashMap::try_from(map)?,
+            key: self.identity_key,
+            failures: 0,
+        })
+    }
+
     pub fn stats(&self) -> anyhow::Result<Stats> {
         let map = self
             .ebpf
@@ -293,4 +329,44 @@ fn attach_error(e: ProgramError, iface: &str, what: &str) -> anyhow::Error {
         return privilege_hint(anyhow!(e), &format!("attaching {what} to {iface}"));
     }
     anyhow!(e).context(format!("attaching {what} to {iface}"))
+}
+
+/// Userspace's side of the kernel's per-request identity check (design §2.5): the
+/// correlator's [`AuthUpdate`]s written to `AUTH_FLOWS`.
+pub struct AuthFlows {
+    map: BpfHashMap<MapData, FlowKey, AuthFlow>,
+    key: [u64; 2],
+    /// Map writes that failed (the kernel then delivers every request: nothing is missed).
+    pub failures: u64,
+}
+
+impl AuthFlows {
+    pub fn apply(&mut self, update: &AuthUpdate) {
+        let result = match update {
+            AuthUpdate::Set {
+                key,
+                generation,
+                identity: (words, len),
+            } => self.map.insert(
+                key,
+                AuthFlow {
+                    generation: *generation,
+                    identity: identity::hash(&self.key, words, *len),
+                    suppressed: 0,
+                },
+                0,
+            ),
+            AuthUpdate::Clear { key } => match self.map.remove(key) {
+                Err(MapError::SyscallError(e))
+                    if e.io_error.raw_os_error() == Some(libc::ENOENT) =>
+                {
+                    Ok(())
+                }
+                r => r,
+            },
+        };
+        if result.is_err() {
+            self.failures += 1;
+        }
+    }
 }

@@ -17,7 +17,7 @@ use tracker_user::{
     check, correlate,
     endpoint::Backend,
     event, http,
-    loader::{Tracker, TrackerConfig},
+    loader::{AuthFlows, Tracker, TrackerConfig},
     pipeline::{self, Pipeline},
     replay::{self, kernel_model::ModelConfig},
 };
@@ -75,6 +75,14 @@ struct RunArgs {
     /// Capacity of the kernel's flow table (LRU).
     #[arg(long, default_value_t = tracker_common::DEFAULT_FLOW_CAPACITY)]
     flow_capacity: u32,
+    /// Capacity of the kernel's table of authenticated backend connections (LRU), whose
+    /// requests the kernel checks itself: same client → no record.
+    #[arg(long, default_value_t = tracker_common::DEFAULT_AUTH_FLOW_CAPACITY)]
+    auth_flow_capacity: u32,
+    /// Deliver every request on authenticated connections to the daemon instead of checking
+    /// the client identity in the kernel.
+    #[arg(long)]
+    no_kernel_identity_check: bool,
     /// Size of the kernel-to-daemon ring buffer in bytes (a power of two).
     #[arg(long, default_value_t = tracker_common::DEFAULT_RING_BYTES)]
     ring_bytes: u32,
@@ -219,6 +227,7 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
         backends: args.backends,
         frontend_ports: args.frontend_ports,
         flow_capacity: args.flow_capacity,
+        auth_flow_capacity: args.auth_flow_capacity,
         ring_bytes: args.ring_bytes,
         capture_len: args.capture_bytes,
         xdp_mode: match args.xdp_mode {
@@ -248,11 +257,12 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
         .enable_all()
         .build()
         .context("starting the runtime")?;
-    let pipeline = Pipeline::new(pipeline_config(
-        &args.out,
-        &cfg.backends,
-        &cfg.frontend_ports,
-    ));
+    let mut pcfg = pipeline_config(&args.out, &cfg.backends, &cfg.frontend_ports);
+    // The kernel checks X-Forwarded-For only: with a client-port header (several clients
+    // behind one address) every request goes to the daemon.
+    pcfg.correlate.kernel_identity =
+        !args.no_kernel_identity_check && args.out.client_port_header.is_none();
+    let pipeline = Pipeline::new(pcfg);
     let result = rt.block_on(event_loop(&mut tracker, pipeline, args.stats_interval));
     let ifaces: Vec<String> = tracker.interfaces.iter().map(|(n, _)| n.clone()).collect();
     drop(tracker);
@@ -272,6 +282,7 @@ async fn event_loop(
         .collect();
     let ctx = event::Context::new(ifnames);
     let events = tracker.take_events()?;
+    let mut auth = tracker.take_auth_flows()?;
     // SAFETY: the RingBuf owns its map fd and keeps it open until the AsyncFd drops it.
     let mut ring =
         unsafe { AsyncFd::register_with_interest(events, tokio::io::Interest::READABLE) }
@@ -294,10 +305,11 @@ async fn event_loop(
             _ = sigint.recv() => break,
             _ = sigterm.recv() => break,
             _ = ticker.tick() => {
-                write_stats(&mut out, &ctx, tracker, &pipeline)?;
+                write_stats(&mut out, &ctx, tracker, &pipeline, &auth)?;
             }
             _ = expiry.tick() => {
                 pipeline.tick(u64::try_from(event::monotonic_ns()).unwrap_or(0), &mut outputs);
+                pipeline.drain_auth_updates().for_each(|u| auth.apply(&u));
                 if !emit(&mut out, &ctx, &mut outputs) {
                     return Ok(());
                 }
@@ -311,6 +323,7 @@ async fn event_loop(
                     }
                 }
                 guard.clear_ready();
+                pipeline.drain_auth_updates().for_each(|u| auth.apply(&u));
                 if !emit(&mut out, &ctx, &mut outputs) {
                     return Ok(()); // stdout closed: nobody is listening
                 }
@@ -319,7 +332,7 @@ async fn event_loop(
     }
     pipeline.finish(&mut outputs);
     emit(&mut out, &ctx, &mut outputs);
-    write_stats(&mut out, &ctx, tracker, &pipeline)?;
+    write_stats(&mut out, &ctx, tracker, &pipeline, &auth)?;
     Ok(())
 }
 
@@ -418,11 +431,13 @@ fn write_stats(
     ctx: &event::Context,
     tracker: &Tracker,
     pipeline: &Pipeline,
+    auth: &AuthFlows,
 ) -> anyhow::Result<()> {
     let mut kernel = serde_json::Map::new();
     for (name, v) in tracker.stats()? {
         kernel.insert(name.to_string(), v.into());
     }
+    kernel.insert("auth_flow_write_failures".into(), auth.failures.into());
     let v = serde_json::json!({
         "@timestamp": ctx.timestamp(u64::try_from(event::monotonic_ns()).unwrap_or(0)),
         "event": { "kind": "metric", "action": "tracker_stats", "dataset": "ntlm_affinity.stats" },

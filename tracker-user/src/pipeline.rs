@@ -168,6 +168,11 @@ impl Pipeline {
         self.flush(out);
     }
 
+    /// Authenticated-connection changes for the kernel's identity check, in order.
+    pub fn drain_auth_updates(&mut self) -> std::vec::Drain<'_, correlate::AuthUpdate> {
+        self.corr.auth_updates.drain(..)
+    }
+
     pub fn correlator(&self) -> &Correlator {
         &self.corr
     }
@@ -197,7 +202,7 @@ impl Pipeline {
     }
 }
 
-fn getrandom_fill(buf: &mut [u8]) -> std::io::Result<()> {
+pub(crate) fn getrandom_fill(buf: &mut [u8]) -> std::io::Result<()> {
     use std::io::Read;
     std::fs::File::open("/dev/urandom")?.read_exact(buf)
 }

@@ -18,6 +18,7 @@ pub type StreamId = (FlowKey, u64);
 
 /// What reassembly yields.
 #[derive(Debug)]
+#[allow(clippy::large_enum_variant)] // moved once per head; boxing would allocate per head
 pub enum Piece {
     /// A complete head; `rec` is the record of the segment where it began (its `seq` is the
     /// head's first byte).

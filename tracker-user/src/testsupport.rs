@@ -109,7 +109,8 @@ impl Conn {
 }
 
 pub fn type1() -> String {
-    encode::b64(&encode::negotiate(0xa208_8207, "", "", None))
+    // No NEGOTIATE_VERSION flag: the message carries no version field.
+    encode::b64(&encode::negotiate(0xa008_8207, "", "", None))
 }
 
 pub fn names(server: &str) -> Vec<AvPair> {

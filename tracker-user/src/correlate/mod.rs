@@ -22,7 +22,7 @@ pub use verdict::{Cause, Class, ClientIdentity, Evidence, LegInfo, Outcome, Requ
 use crate::{
     decode::{Auth, AuthenticateInfo, ChallengeInfo, Decoded, ServerNames},
     endpoint::Backend,
-    http::{Head, StartLine},
+    http::{Head, IdentityValue, StartLine},
 };
 
 #[derive(Clone, Debug)]
@@ -37,6 +37,9 @@ pub struct Config {
     pub frontend_ports: Vec<u16>,
     /// Emit healthy handshakes as `Class::Handshake` verdicts.
     pub handshakes: bool,
+    /// Produce [`AuthUpdate`]s for the kernel's per-request identity check (live only, and
+    /// only when `X-Forwarded-For` alone identifies a client: not with a client-port header).
+    pub kernel_identity: bool,
 }
 
 impl Default for Config {
@@ -49,6 +52,7 @@ impl Default for Config {
             backends: Vec::new(),
             frontend_ports: Vec::new(),
             handshakes: false,
+            kernel_identity: false,
         }
     }
 }
@@ -93,9 +97,27 @@ enum ReqKind {
     Kerberos,
 }
 
+/// What the kernel must know of an authenticated connection (design §2.5), in order.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum AuthUpdate {
+    /// Requests on `key` (balancer → server) of this generation whose last
+    /// `X-Forwarded-For` line equals `identity` may pass without a record.
+    Set {
+        key: FlowKey,
+        generation: u64,
+        identity: IdentityValue,
+    },
+    /// The connection is no longer authenticated (new handshake, failure, close).
+    Clear { key: FlowKey },
+}
+
 #[derive(Debug)]
 struct PendingReq {
     kind: ReqKind,
+    /// The request's flow (balancer → server) and generation, and its identity line.
+    key: FlowKey,
+    generation: u64,
+    forwarded_for_line: Option<IdentityValue>,
     identity: ClientIdentity,
     at_ns: u64,
     /// A verdict that waits for the response's status.
@@ -124,6 +146,8 @@ struct Conn {
     /// The unanswered challenge issued on this connection.
     challenge: Option<u64>,
     auth: Option<AuthCtx>,
+    /// The flow whose identity the kernel checks (an `AuthUpdate::Set` was issued).
+    kernel_auth: Option<FlowKey>,
     closed: Option<Closed>,
     /// The last request or response said the connection ends after it.
     closing: bool,
@@ -191,6 +215,8 @@ pub struct Correlator {
     frontend_closing: HashMap<SocketAddr, u64>,
     last_ns: u64,
     pub stats: Stats,
+    /// For the kernel's identity check; drained by the daemon (see `Config::kernel_identity`).
+    pub auth_updates: Vec<AuthUpdate>,
 }
 
 fn sock(addr: &[u8; 16], family: u8, port: u16) -> SocketAddr {
@@ -240,6 +266,7 @@ impl Correlator {
             frontend_closing: HashMap::new(),
             last_ns: 0,
             stats: Stats::default(),
+            auth_updates: Vec::new(),
         }
     }
 
@@ -337,6 +364,7 @@ impl Correlator {
                 pending: VecDeque::new(),
                 challenge: None,
                 auth: None,
+                kernel_auth: None,
                 closed: None,
                 closing: false,
                 last_ns: h.timestamp_ns,
@@ -375,6 +403,9 @@ impl Correlator {
         let (id, _) = self.conn_for(h, None);
         if let Some(c) = self.conns.get_mut(&id) {
             c.last_ns = h.timestamp_ns;
+            if let Some(key) = c.kernel_auth.take() {
+                self.auth_updates.push(AuthUpdate::Clear { key });
+            }
             if c.closed.is_none() {
                 c.closed = Some(Closed {
                     how: if h.tcp_flags & 0x04 != 0 {
@@ -485,8 +516,8 @@ impl Correlator {
                 Auth::Negotiate { .. } => {
                     has_credentials = true;
                     kind = ReqKind::Type1;
+                    self.deauthenticate(id);
                     if let Some(c) = self.conns.get_mut(&id) {
-                        c.auth = None;
                         if let Some(old) = c.challenge.take()
                             && let Some(ch) = self.challenges.get_mut(&old)
                             && !ch.answered
@@ -510,9 +541,7 @@ impl Correlator {
                         self.stats.kerberos += 1;
                         kind = ReqKind::Kerberos;
                     }
-                    if let Some(c) = self.conns.get_mut(&id) {
-                        c.auth = None;
-                    }
+                    self.deauthenticate(id);
                 }
                 Auth::Undecodable(_) | Auth::Offer | Auth::Challenge(_) => {
                     has_credentials = true;
@@ -531,11 +560,50 @@ impl Correlator {
             }
             c.pending.push_back(PendingReq {
                 kind,
+                key: h.key,
+                generation: h.generation,
+                forwarded_for_line: head.forwarded_for_line,
                 identity,
                 at_ns: now,
                 verdict,
                 user,
             });
+        }
+    }
+
+    /// The connection is no longer authenticated (a new handshake began on it).
+    fn deauthenticate(&mut self, id: u64) {
+        if let Some(c) = self.conns.get_mut(&id) {
+            c.auth = None;
+            if let Some(key) = c.kernel_auth.take() {
+                self.auth_updates.push(AuthUpdate::Clear { key });
+            }
+        }
+    }
+
+    /// The connection is authenticated for the client of `req`: tell the kernel, when the
+    /// client's identity is one it can check.
+    fn authenticated(&mut self, id: u64, req: &PendingReq) {
+        if !self.cfg.kernel_identity {
+            return;
+        }
+        let Some(c) = self.conns.get_mut(&id) else {
+            return;
+        };
+        match req.forwarded_for_line {
+            Some(identity) if c.closed.is_none() => {
+                c.kernel_auth = Some(req.key);
+                self.auth_updates.push(AuthUpdate::Set {
+                    key: req.key,
+                    generation: req.generation,
+                    identity,
+                });
+            }
+            _ => {
+                if let Some(key) = c.kernel_auth.take() {
+                    self.auth_updates.push(AuthUpdate::Clear { key });
+                }
+            }
         }
     }
 
@@ -882,30 +950,40 @@ impl Correlator {
         let Some(c) = self.conns.get_mut(&id) else {
             return;
         };
-        match req.kind {
+        let authenticated = match req.kind {
             ReqKind::Type3 if outcome == Outcome::Success => {
-                let (user, domain) = req.user.unwrap_or((None, None));
+                let (user, domain) = req.user.take().unwrap_or((None, None));
                 c.auth = Some(AuthCtx {
-                    identity: req.identity,
+                    identity: req.identity.clone(),
                     user,
                     domain,
                     mechanism: "ntlm",
                     leg: c.leg(req.at_ns),
                 });
+                true
             }
-            ReqKind::Type3 => c.auth = None,
+            ReqKind::Type3 => {
+                c.auth = None;
+                false
+            }
             ReqKind::Kerberos
                 if outcome == Outcome::Success && head.persistent_auth == Some(true) =>
             {
                 c.auth = Some(AuthCtx {
-                    identity: req.identity,
+                    identity: req.identity.clone(),
                     user: None,
                     domain: None,
                     mechanism: "kerberos",
                     leg: c.leg(req.at_ns),
                 });
+                true
             }
-            _ => {}
+            _ => false,
+        };
+        if authenticated {
+            self.authenticated(id, &req);
+        } else if matches!(req.kind, ReqKind::Type3) {
+            self.deauthenticate(id);
         }
     }
 

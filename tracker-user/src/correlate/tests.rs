@@ -708,3 +708,80 @@ fn many_challenges_with_one_timestamp_stay_exact_and_bounded() {
         (n - MAX_SAME_TIMESTAMP) as u64
     );
 }
+
+/// Design §2.5: the kernel learns which connections are authenticated and for whom
+/// (the raw last X-Forwarded-For line), and forgets them on a new handshake or a close.
+#[test]
+fn authenticated_connections_are_handed_to_the_kernel() {
+    let mut p = Pipeline::new(pipeline::Config {
+        correlate: Config {
+            backends: vec!["198.18.1.0/24:80".parse().unwrap()],
+            kernel_identity: true,
+            ..Config::default()
+        },
+        site_key: Some(b"test-site".to_vec()),
+        ..pipeline::Config::default()
+    });
+    let mut a = Conn::new(&lb(40000), WEB1, 100);
+    let x = "X-Forwarded-For: 10.0.0.1, 10.9.0.1\r\n";
+    let mut recs = challenge_on(&mut a, SEC, "web1", 41, x);
+    recs.push(a.req(
+        SEC + 2,
+        &format!("{x}{}", auth(&ts::type3("alice", "web1", 41))),
+    ));
+    recs.push(a.resp(SEC + 3, 200, ""));
+    let v = run(&mut p, recs, false);
+    assert!(v.is_empty(), "{v:#?}");
+    let key = ts::key(lb(40000).parse().unwrap(), WEB1.parse().unwrap());
+    let value = b"10.0.0.1, 10.9.0.1";
+    let ups: Vec<AuthUpdate> = p.drain_auth_updates().collect();
+    assert_eq!(
+        ups,
+        vec![AuthUpdate::Set {
+            key,
+            generation: 100,
+            identity: (
+                tracker_common::identity::words(value).unwrap(),
+                value.len() as u32
+            ),
+        }]
+    );
+    // A new handshake on the connection: forgotten at once.
+    let recs = vec![
+        a.req(SEC + 4, &format!("{x}{}", auth(&ts::type1()))),
+        a.resp(SEC + 5, 401, &chal(&ts::type2("web1", 43, *b"chal0043"))),
+    ];
+    run(&mut p, recs, false);
+    assert_eq!(
+        p.drain_auth_updates().collect::<Vec<_>>(),
+        vec![AuthUpdate::Clear { key }]
+    );
+    // Kerberos answered with Persistent-Auth: true, then the close.
+    let mut b = Conn::new(&lb(40001), WEB2, 300);
+    let recs = vec![
+        b.req(
+            SEC,
+            &format!("{x}Authorization: Negotiate {}\r\n", ts::kerberos()),
+        ),
+        b.resp(SEC + 1, 200, "Persistent-Auth: true\r\n"),
+        b.fin(SEC + 2, false),
+    ];
+    run(&mut p, recs, false);
+    let key_b = ts::key(lb(40001).parse().unwrap(), WEB2.parse().unwrap());
+    let ups: Vec<AuthUpdate> = p.drain_auth_updates().collect();
+    assert!(
+        matches!(&ups[..], [AuthUpdate::Set { key, generation: 300, .. }, AuthUpdate::Clear { key: k2 }] if *key == key_b && *k2 == key_b),
+        "{ups:?}"
+    );
+    // Without an X-Forwarded-For the kernel cannot check: nothing is handed over, and the
+    // replay pipeline (kernel_identity off) never produces updates.
+    let mut c = Conn::new(&lb(40002), WEB1, 500);
+    let mut recs = challenge_on(&mut c, SEC, "web1", 42, "");
+    recs.push(c.req(SEC + 2, &auth(&ts::type3("alice", "web1", 42))));
+    recs.push(c.resp(SEC + 3, 200, ""));
+    run(&mut p, recs.clone(), false);
+    assert_eq!(p.drain_auth_updates().count(), 0);
+    let mut replay = pipeline(false);
+    run(&mut replay, recs, false);
+    assert_eq!(replay.drain_auth_updates().count(), 0);
+}
