@@ -21,6 +21,7 @@ use aya::programs::{Program, SchedClassifier, TestRun, TestRunOptions, Xdp};
 use nta_tests::bench::{ClassCost, Figure, fmt_num, median, pcap, per_packet_svg, table};
 use nta_tests::frames::{self, ACK, PSH, Tcp};
 use tracker_user::{
+    correlate::AuthUpdate,
     endpoint::Backend,
     event,
     loader::{TC_BASELINE, TC_PROGRAM, Tracker, TrackerConfig, XDP_BASELINE, XDP_PROGRAM},
@@ -123,6 +124,53 @@ struct Class {
     /// Target on ns per run, or on the ratio to the pass-through.
     ns_target: Option<f64>,
     ratio_target: Option<f64>,
+    /// Target on ns per run above the pass-through.
+    delta_target: Option<f64>,
+}
+
+/// Port of the flow the authenticated-connection classes run on.
+const AUTH_PORT: u16 = 40103;
+const AUTH_CLIENT: &[u8] = b"198.18.0.10";
+
+/// A balancer's request on an authenticated backend connection (HAProxy-like headers).
+fn auth_request(xff: &[u8]) -> Vec<u8> {
+    let mut r = b"GET /owa/ HTTP/1.1\r\nHost: mail.lab.example\r\nUser-Agent: Mozilla/5.0\r\nAccept: */*\r\nX-Forwarded-For: ".to_vec();
+    r.extend_from_slice(xff);
+    r.extend_from_slice(b"\r\n\r\n");
+    r
+}
+
+/// Makes the `AUTH_PORT` flow one that carried NTLM and that userspace marked authenticated
+/// for `AUTH_CLIENT`, as the daemon does after a Type-3 answered 200.
+fn prime_authenticated(tracker: &mut Tracker, ring: &mut RingBuf<MapData>) -> Result<()> {
+    let (_, _, t3) = pcap::fixture_headers()?;
+    let up = Tcp::new(AUTH_PORT, BACKEND_PORT, 1, ACK | PSH);
+    let frame = frames::tcp4(
+        &[],
+        frames::CLIENT4,
+        frames::SERVER4,
+        &up,
+        &frames::request(3, &t3),
+    );
+    test_run(tracker, TC_PROGRAM, &frame, 1)?;
+    drain(ring);
+    let key = frames::key4(frames::CLIENT4, AUTH_PORT, frames::SERVER4, BACKEND_PORT);
+    let flows: aya::maps::HashMap<_, tracker_common::FlowKey, tracker_common::FlowState> =
+        aya::maps::HashMap::try_from(tracker.ebpf().map("FLOWS").context("FLOWS")?)?;
+    let generation = flows.get(&key, 0)?.generation;
+    let mut auth = tracker.take_auth_flows()?;
+    auth.apply(&AuthUpdate::Set {
+        key,
+        generation,
+        identity: (
+            tracker_common::identity::words(AUTH_CLIENT).context("identity")?,
+            AUTH_CLIENT.len() as u32,
+        ),
+    });
+    if auth.failures != 0 {
+        bail!("writing AUTH_FLOWS failed");
+    }
+    Ok(())
 }
 
 fn classes() -> Result<Vec<Class>> {
@@ -156,6 +204,7 @@ fn classes() -> Result<Vec<Class>> {
             event: false,
             ns_target: None,
             ratio_target: Some(1.3),
+            delta_target: None,
         },
         Class {
             name: "untracked_tcp",
@@ -170,6 +219,7 @@ fn classes() -> Result<Vec<Class>> {
             event: false,
             ns_target: None,
             ratio_target: Some(1.3),
+            delta_target: None,
         },
         Class {
             name: "tracked_ack",
@@ -178,6 +228,7 @@ fn classes() -> Result<Vec<Class>> {
             event: false,
             ns_target: None,
             ratio_target: None,
+            delta_target: None,
         },
         Class {
             name: "tracked_http_1k",
@@ -192,6 +243,7 @@ fn classes() -> Result<Vec<Class>> {
             event: false,
             ns_target: Some(300.0),
             ratio_target: None,
+            delta_target: None,
         },
         Class {
             name: "type3_event",
@@ -200,6 +252,7 @@ fn classes() -> Result<Vec<Class>> {
             event: true,
             ns_target: Some(1000.0),
             ratio_target: None,
+            delta_target: None,
         },
         Class {
             name: "type2_event",
@@ -208,6 +261,54 @@ fn classes() -> Result<Vec<Class>> {
             event: true,
             ns_target: Some(1000.0),
             ratio_target: None,
+            delta_target: None,
+        },
+        Class {
+            // The same request on a tracked connection that never carried NTLM: the scan
+            // alone, so the identity check's own share is the difference.
+            name: "small_request_no_auth",
+            label: "request, no auth",
+            frame: frames::tcp4(
+                &[],
+                client,
+                server,
+                &Tcp::new(AUTH_PORT + 1, BACKEND_PORT, 1000, ACK | PSH),
+                &auth_request(AUTH_CLIENT),
+            ),
+            event: false,
+            ns_target: None,
+            ratio_target: None,
+            delta_target: None,
+        },
+        Class {
+            name: "auth_same_client",
+            label: "authenticated, same client",
+            frame: frames::tcp4(
+                &[],
+                client,
+                server,
+                &Tcp::new(AUTH_PORT, BACKEND_PORT, 1000, ACK | PSH),
+                &auth_request(AUTH_CLIENT),
+            ),
+            event: false,
+            ns_target: None,
+            ratio_target: None,
+            delta_target: Some(150.0),
+        },
+        Class {
+            name: "auth_other_client",
+            label: "authenticated, other client + event",
+            frame: frames::tcp4(
+                &[],
+                client,
+                server,
+                &Tcp::new(AUTH_PORT, BACKEND_PORT, 2000, ACK | PSH),
+                &auth_request(b"198.18.0.11"),
+            ),
+            event: true,
+            ns_target: None,
+            ratio_target: None,
+            delta_target: None,
         },
     ])
 }
@@ -310,6 +411,7 @@ fn per_packet(
     };
     let chunk = 10_000u32; // 10 k records of < 800 bytes fit the default 8 MiB ring
     let classes = classes()?;
+    prime_authenticated(tracker, ring)?;
     let hooks = [
         ("xdp", XDP_PROGRAM, XDP_BASELINE),
         ("tc", TC_PROGRAM, TC_BASELINE),
@@ -369,6 +471,18 @@ fn per_packet(
                 }
                 .note(how),
             );
+            if let Some(max) = class.delta_target {
+                let deltas: Vec<f64> = s.iter().map(|x| x.0 - x.1).collect();
+                figs.push(
+                    Figure::at_most(
+                        format!("kernel.{hook}.{}.over_pass_through_ns", class.name),
+                        median(&deltas),
+                        "ns",
+                        max,
+                    )
+                    .note("tracker minus pass-through, same rounds"),
+                );
+            }
             let r_name = format!("kernel.{hook}.{}.ratio", class.name);
             figs.push(match class.ratio_target {
                 Some(max) => Figure::at_most(r_name, rm, "x", max),
@@ -404,6 +518,7 @@ fn scan_profile(
             event: false,
             ns_target: None,
             ratio_target: None,
+            delta_target: None,
         };
         let mut v = Vec::new();
         for _ in 0..3 {

@@ -147,3 +147,18 @@ pub fn response(header_line: &str) -> Vec<u8> {
     )
     .into_bytes()
 }
+
+/// The `FLOWS` key of an IPv4 flow, as the kernel builds it (IPv4-mapped addresses).
+pub fn key4(src: [u8; 4], sport: u16, dst: [u8; 4], dport: u16) -> tracker_common::FlowKey {
+    let mut k = tracker_common::FlowKey {
+        src_port: sport,
+        dst_port: dport,
+        family: 4,
+        ..tracker_common::FlowKey::default()
+    };
+    k.src_addr[10..12].copy_from_slice(&[0xff, 0xff]);
+    k.src_addr[12..].copy_from_slice(&src);
+    k.dst_addr[10..12].copy_from_slice(&[0xff, 0xff]);
+    k.dst_addr[12..].copy_from_slice(&dst);
+    k
+}

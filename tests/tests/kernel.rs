@@ -14,7 +14,7 @@ use aya::{
     maps::{HashMap as BpfHashMap, MapData, RingBuf},
     programs::{SchedClassifier, TestRun, TestRunOptions, Xdp},
 };
-use support::frames::{self, ACK, FIN, PSH, SYN, Tcp};
+use support::frames::{self, ACK, FIN, PSH, SYN, Tcp, key4};
 use tracker_common::{
     DIR_EGRESS, DIR_INGRESS, FLOW_CAPTURING, FLOW_CLOSED, FLOW_MIDSTREAM, FLOW_NTLM_SEEN, FlowKey,
     FlowState, HDR_AUTHORIZATION, HDR_PROXY_AUTHENTICATE, HDR_PROXY_AUTHORIZATION,
@@ -159,20 +159,6 @@ impl Kernel {
             .filter(|(_, v)| *v != 0)
             .collect()
     }
-}
-
-fn key4(src: [u8; 4], sport: u16, dst: [u8; 4], dport: u16) -> FlowKey {
-    let mut k = FlowKey {
-        src_port: sport,
-        dst_port: dport,
-        family: 4,
-        ..FlowKey::default()
-    };
-    k.src_addr[10..12].copy_from_slice(&[0xff, 0xff]);
-    k.src_addr[12..].copy_from_slice(&src);
-    k.dst_addr[10..12].copy_from_slice(&[0xff, 0xff]);
-    k.dst_addr[12..].copy_from_slice(&dst);
-    k
 }
 
 fn counts(pairs: &[(&'static str, u64)]) -> HashMap<&'static str, u64> {
