@@ -5,6 +5,8 @@
 //! - [`decode_token`]: token bytes → [`Token`] (NTLM, SPNEGO init/resp, Kerberos).
 //! - [`nlmp`]: NEGOTIATE / CHALLENGE / AUTHENTICATE messages, AV pairs, flags.
 //! - [`spnego`]: NegTokenInit / NegTokenResp, GSS-API framing, Kerberos labelling.
+//! - [`kerberos`]: cleartext fields of Kerberos AP-REQ / AP-REP / KRB-ERROR (never the
+//!   encrypted parts).
 //! - [`redact`]: [`redact::Secret`] for credential material.
 //! - [`hash`]: keyed token hash and `challenge_key`.
 //! - [`classify_base64_prefix`]: the kernel's prefix table.
@@ -13,12 +15,14 @@ pub mod base64;
 mod error;
 pub mod hash;
 pub mod header;
+pub mod kerberos;
 pub mod nlmp;
 pub mod redact;
 pub mod spnego;
 
 pub use error::DecodeError;
 pub use header::{AuthToken, HeaderName, Scheme, parse_auth_header};
+pub use kerberos::KrbMessage;
 pub use nlmp::{AuthenticateMessage, ChallengeMessage, MessageType, NegotiateMessage, NtlmMessage};
 pub use redact::Secret;
 pub use spnego::{InnerToken, KerberosToken, Mechanism, NegTokenInit, NegTokenResp};

@@ -5,6 +5,7 @@
 //! never decoded as NTLM.
 
 use crate::DecodeError;
+use crate::kerberos::{self, ApRep, ApReq, ErrorCode, KrbError, PrincipalName};
 use crate::nlmp::{NtlmMessage, SIGNATURE};
 use der::asn1::ObjectIdentifier;
 use der::{Decode, Header, Reader, SliceReader, Tag};
@@ -103,7 +104,13 @@ pub enum KerberosMessage {
     Other,
 }
 
-/// A Kerberos token: labelled, never decoded further (its tickets are encrypted credentials).
+/// A Kerberos token: labelled by TOK_ID / APPLICATION tag, with the cleartext fields of its
+/// AP-REQ, AP-REP or KRB-ERROR ([`crate::kerberos`]). Encrypted parts are never decoded or
+/// kept: only their etype, kvno and length.
+///
+/// A token whose framing is Kerberos but whose message does not decode is still a Kerberos
+/// token: the detail fields stay `None` and [`KerberosToken::body_error`] says why
+/// ([`crate::kerberos::decode_message`] is the strict form).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct KerberosToken {
     /// The Kerberos mechanism OID (GSS-API framing or SPNEGO mech).
@@ -112,6 +119,49 @@ pub struct KerberosToken {
     pub message: KerberosMessage,
     /// Token length in bytes.
     pub len: usize,
+    /// The token had GSS-API framing (`0x60`, KRB5 OID, TOK_ID); else the message came raw
+    /// (APPLICATION tag first, e.g. Microsoft's KRB-ERROR in a NegTokenResp).
+    pub gss_framed: bool,
+    /// AP-REQ cleartext fields.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ap_req: Option<ApReq>,
+    /// AP-REP cleartext fields.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ap_rep: Option<ApRep>,
+    /// KRB-ERROR fields.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<KrbError>,
+    /// Why the message could not be decoded, if it could not.
+    #[serde(
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "crate::kerberos::serialize_body_error"
+    )]
+    pub body_error: Option<DecodeError>,
+}
+
+impl KerberosToken {
+    /// The service realm: the ticket's (AP-REQ) or the error's `realm`.
+    pub fn realm(&self) -> Option<&str> {
+        match (&self.ap_req, &self.error) {
+            (Some(r), _) => Some(&r.ticket.realm),
+            (_, Some(e)) => Some(&e.realm),
+            _ => None,
+        }
+    }
+
+    /// The service principal: the ticket's (AP-REQ) or the error's `sname`.
+    pub fn sname(&self) -> Option<&PrincipalName> {
+        match (&self.ap_req, &self.error) {
+            (Some(r), _) => Some(&r.ticket.sname),
+            (_, Some(e)) => Some(&e.sname),
+            _ => None,
+        }
+    }
+
+    /// The KRB-ERROR code.
+    pub fn error_code(&self) -> Option<ErrorCode> {
+        self.error.as_ref().map(|e| e.error_code)
+    }
 }
 
 /// The token inside a SPNEGO mechToken / responseToken.
@@ -197,7 +247,7 @@ struct Tlv<'a> {
     value: &'a [u8],
 }
 
-fn der_err(e: der::Error, base: usize) -> DecodeError {
+pub(crate) fn der_err(e: der::Error, base: usize) -> DecodeError {
     let pos = e
         .position()
         .and_then(|p| usize::try_from(p).ok())
@@ -208,7 +258,7 @@ fn der_err(e: der::Error, base: usize) -> DecodeError {
     }
 }
 
-fn bad_der(offset: usize, reason: &str) -> DecodeError {
+pub(crate) fn bad_der(offset: usize, reason: &str) -> DecodeError {
     DecodeError::BadDer {
         offset,
         reason: reason.to_string(),
@@ -322,11 +372,13 @@ fn decode_gss_at(buf: &[u8], base: usize, nested: bool) -> Result<GssToken, Deco
                     }
                     other => Ok(other),
                 },
-                Mechanism::Kerberos => Ok(GssToken::Kerberos(KerberosToken {
-                    message: kerberos_tok_id(inner),
+                Mechanism::Kerberos => Ok(GssToken::Kerberos(kerberos::framed_token(
                     mech,
-                    len: buf.len(),
-                })),
+                    kerberos_tok_id(inner),
+                    inner,
+                    inner_at,
+                    buf.len(),
+                ))),
                 Mechanism::Ntlm => NtlmMessage::decode(inner)
                     .map(GssToken::Ntlm)
                     .map_err(|e| e.shifted(inner_at)),
@@ -531,11 +583,30 @@ fn inner_token(
         };
     }
     match (hint, hint_mech) {
-        (Some(Mechanism::Kerberos), Some(m)) => Ok(InnerToken::Kerberos(KerberosToken {
-            mech: m.clone(),
-            message: kerberos_app_tag(buf.first()),
-            len: buf.len(),
-        })),
+        (Some(Mechanism::Kerberos), Some(m)) => Ok(InnerToken::Kerberos(kerberos::raw_token(
+            m.clone(),
+            kerberos_app_tag(buf.first()),
+            buf,
+            base,
+        ))),
+        // No mechanism named (e.g. a NegTokenResp reject without supportedMech): a raw
+        // Kerberos message is recognised only when it decodes completely.
+        (None, _) if kerberos_app_tag(buf.first()) != KerberosMessage::Other => {
+            let k = kerberos::raw_token(
+                Mech {
+                    oid: OID_KRB5.to_string(),
+                    mechanism: Mechanism::Kerberos,
+                },
+                kerberos_app_tag(buf.first()),
+                buf,
+                base,
+            );
+            Ok(if k.body_error.is_none() {
+                InnerToken::Kerberos(k)
+            } else {
+                InnerToken::Other { len: buf.len() }
+            })
+        }
         _ => Ok(InnerToken::Other { len: buf.len() }),
     }
 }
