@@ -853,6 +853,23 @@ pub(crate) fn raw_token(
     k
 }
 
+/// A raw Kerberos message as a whole token (no GSS-API framing, no SPNEGO): strict, the
+/// message must decode; the mechanism is taken to be KRB5.
+pub(crate) fn decode_raw(buf: &[u8]) -> Result<KerberosToken, DecodeError> {
+    let m = decode_message(buf, 0)?;
+    let mut k = token(
+        Mech {
+            oid: crate::spnego::OID_KRB5.to_string(),
+            mechanism: crate::Mechanism::Kerberos,
+        },
+        kind(&m),
+        buf.len(),
+        false,
+    );
+    fill(&mut k, Ok(m));
+    Ok(k)
+}
+
 fn kind(m: &KrbMessage) -> KerberosMessage {
     match m {
         KrbMessage::ApReq(_) => KerberosMessage::ApReq,
@@ -872,4 +889,44 @@ pub(crate) fn serialize_body_error<S: serde::Serializer>(
     st.serialize_field("offset", &e.as_ref().map(DecodeError::offset))?;
     st.serialize_field("message", &e.as_ref().map(ToString::to_string))?;
     st.end()
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn entering_below_max_depth_is_too_deep() {
+        // SEQUENCE { SEQUENCE {} } read at the bound: its children would be one level deeper.
+        let buf = [0x30, 0x02, 0x30, 0x00];
+        let el = read_el(&buf, 7, MAX_DEPTH).unwrap();
+        assert_eq!(
+            el.children().err(),
+            Some(DecodeError::TooDeep {
+                offset: 9,
+                max: MAX_DEPTH
+            })
+        );
+        let el = read_el(&buf, 7, MAX_DEPTH - 1).unwrap();
+        let inner = el.children().unwrap().next_el().unwrap().unwrap();
+        assert_eq!((inner.at, inner.depth), (9, MAX_DEPTH));
+        assert!(matches!(
+            inner.children().err(),
+            Some(DecodeError::TooDeep { offset: 11, .. })
+        ));
+    }
+
+    #[test]
+    fn integers() {
+        let int = |b: &[u8]| read_el(b, 0, 1).unwrap().integer();
+        assert_eq!(int(&[0x02, 0x01, 0x05]), Ok(5));
+        assert_eq!(int(&[0x02, 0x01, 0xff]), Ok(-1));
+        assert_eq!(int(&[0x02, 0x02, 0x00, 0x80]), Ok(128));
+        assert!(int(&[0x02, 0x02, 0x00, 0x05]).is_err());
+        assert!(int(&[0x02, 0x00]).is_err());
+        assert!(int(&[0x02, 0x09, 1, 2, 3, 4, 5, 6, 7, 8, 9]).is_err());
+        let el = read_el(&[0x02, 0x05, 0x01, 0, 0, 0, 0], 0, 1).unwrap();
+        assert!(el.int32().is_err() && el.uint32().is_err());
+    }
 }

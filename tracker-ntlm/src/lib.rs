@@ -101,7 +101,8 @@ impl Token {
 }
 
 /// Decodes token bytes (after base64): raw NTLM (`NTLMSSP\0`), GSS-API framed SPNEGO or
-/// Kerberos (`0x60`), bare NegTokenInit (`0xA0`) or NegTokenResp (`0xA1`).
+/// Kerberos (`0x60`), bare NegTokenInit (`0xA0`) or NegTokenResp (`0xA1`), or a raw Kerberos
+/// AP-REQ / AP-REP / KRB-ERROR (`0x6E` / `0x6F` / `0x7E`, strict: it must decode).
 pub fn decode_token(bytes: &[u8]) -> Result<Token, DecodeError> {
     match bytes.first() {
         None => Err(DecodeError::Truncated {
@@ -117,9 +118,14 @@ pub fn decode_token(bytes: &[u8]) -> Result<Token, DecodeError> {
             spnego::GssToken::Kerberos(k) => Ok(Token::Kerberos(k)),
             spnego::GssToken::Ntlm(m) => Ok(Token::Ntlm(m)),
         },
+        // A raw Kerberos message without GSS-API framing (APPLICATION tag first): only when
+        // it decodes completely, with the KRB5 mechanism assumed.
+        Some(&(kerberos::TAG_AP_REQ | kerberos::TAG_AP_REP | kerberos::TAG_KRB_ERROR)) => {
+            kerberos::decode_raw(bytes).map(Token::Kerberos)
+        }
         Some(_) => Err(DecodeError::Unsupported {
             offset: 0,
-            what: "token is neither NTLMSSP nor GSS-API/SPNEGO",
+            what: "token is neither NTLMSSP nor GSS-API/SPNEGO/Kerberos",
         }),
     }
 }
