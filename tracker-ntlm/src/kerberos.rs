@@ -351,11 +351,29 @@ fn read_el(buf: &[u8], at: usize, depth: usize) -> Result<El<'_>, DecodeError> {
         return Err(bad_der(at, "high tag number form is not used by Kerberos"));
     }
     let rest = buf.get(1..).unwrap_or(&[]);
-    let mut r = SliceReader::new(rest).map_err(|e| der_err(e, at + 1))?;
-    let len = Length::decode(&mut r).map_err(|e| der_err(e, at + 1))?;
-    let hdr = usize::try_from(r.position()).unwrap_or(0);
+    // Fast path for the DER length forms Kerberos uses (short, 0x81 ≥ 0x80, 0x82 ≥ 0x100:
+    // minimal encodings only); everything else — indefinite 0x80, non-minimal or longer
+    // forms, truncation — goes through `der::Length`, which owns the DER rules and errors.
+    let fast = match *rest {
+        [n, ..] if n < 0x80 => Some((1, usize::from(n))),
+        [0x81, n, ..] if n >= 0x80 => Some((2, usize::from(n))),
+        [0x82, hi, lo, ..] if hi != 0 => Some((3, usize::from(hi) << 8 | usize::from(lo))),
+        _ => None,
+    };
+    let (hdr, value) = match fast {
+        Some((hdr, len)) if rest.len() - hdr >= len => (hdr, rest.get(hdr..hdr + len)),
+        _ => {
+            let mut r = SliceReader::new(rest).map_err(|e| der_err(e, at + 1))?;
+            let len = Length::decode(&mut r).map_err(|e| der_err(e, at + 1))?;
+            let hdr = usize::try_from(r.position()).unwrap_or(0);
+            (
+                hdr,
+                Some(r.read_slice(len).map_err(|e| der_err(e, at + 1))?),
+            )
+        }
+    };
+    let value = value.unwrap_or(&[]);
     let value_at = at + 1 + hdr;
-    let value = r.read_slice(len).map_err(|e| der_err(e, at + 1))?;
     Ok(El {
         tag,
         at,
@@ -790,9 +808,9 @@ fn fill(k: &mut KerberosToken, decoded: Result<KrbMessage, DecodeError>) {
         Ok(m) => {
             k.message = kind(&m);
             match m {
-                KrbMessage::ApReq(r) => k.ap_req = Some(r),
-                KrbMessage::ApRep(r) => k.ap_rep = Some(r),
-                KrbMessage::KrbError(e) => k.error = Some(e),
+                KrbMessage::ApReq(r) => k.ap_req = Some(Box::new(r)),
+                KrbMessage::ApRep(r) => k.ap_rep = Some(Box::new(r)),
+                KrbMessage::KrbError(e) => k.error = Some(Box::new(e)),
             }
         }
         Err(e) => k.body_error = Some(e),

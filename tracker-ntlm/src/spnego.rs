@@ -62,6 +62,55 @@ pub struct Mech {
     pub mechanism: Mechanism,
 }
 
+/// DER contents of the mechanism OIDs seen on the wire, matched as raw bytes (no OID
+/// parsing or formatting on the hot path).
+const KNOWN_OIDS: [(&[u8], &str, Mechanism); 6] = [
+    (
+        &[0x2a, 0x86, 0x48, 0x86, 0xf7, 0x12, 0x01, 0x02, 0x02],
+        OID_KRB5,
+        Mechanism::Kerberos,
+    ),
+    (
+        &[0x2a, 0x86, 0x48, 0x82, 0xf7, 0x12, 0x01, 0x02, 0x02],
+        OID_MS_KRB5,
+        Mechanism::Kerberos,
+    ),
+    (
+        &[0x2b, 0x06, 0x01, 0x04, 0x01, 0x82, 0x37, 0x02, 0x02, 0x0a],
+        OID_NTLMSSP,
+        Mechanism::Ntlm,
+    ),
+    (
+        &[0x2b, 0x06, 0x01, 0x05, 0x05, 0x02],
+        OID_SPNEGO,
+        Mechanism::Spnego,
+    ),
+    (
+        &[0x2a, 0x86, 0x48, 0x86, 0xf7, 0x12, 0x01, 0x02, 0x02, 0x03],
+        OID_KRB5_U2U,
+        Mechanism::Kerberos,
+    ),
+    (
+        &[0x2b, 0x06, 0x01, 0x04, 0x01, 0x82, 0x37, 0x02, 0x02, 0x1e],
+        OID_NEGOEX,
+        Mechanism::NegoEx,
+    ),
+];
+
+/// The mechanism named by an OBJECT IDENTIFIER element.
+fn mech(tlv: &Tlv<'_>) -> Result<Mech, DecodeError> {
+    if tlv.tag == Tag::ObjectIdentifier {
+        if let Some((_, dotted, mechanism)) = KNOWN_OIDS.iter().find(|(raw, ..)| *raw == tlv.value)
+        {
+            return Ok(Mech {
+                oid: (*dotted).to_string(),
+                mechanism: *mechanism,
+            });
+        }
+    }
+    oid(tlv).map(Mech::new)
+}
+
 impl Mech {
     fn new(oid: ObjectIdentifier) -> Mech {
         let oid = oid.to_string();
@@ -110,7 +159,8 @@ pub enum KerberosMessage {
 ///
 /// A token whose framing is Kerberos but whose message does not decode is still a Kerberos
 /// token: the detail fields stay `None` and [`KerberosToken::body_error`] says why
-/// ([`crate::kerberos::decode_message`] is the strict form).
+/// ([`crate::kerberos::decode_message`] is the strict form). The details are boxed to keep
+/// [`crate::Token`] small for the NTLM paths.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct KerberosToken {
     /// The Kerberos mechanism OID (GSS-API framing or SPNEGO mech).
@@ -124,13 +174,13 @@ pub struct KerberosToken {
     pub gss_framed: bool,
     /// AP-REQ cleartext fields.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub ap_req: Option<ApReq>,
+    pub ap_req: Option<Box<ApReq>>,
     /// AP-REP cleartext fields.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub ap_rep: Option<ApRep>,
+    pub ap_rep: Option<Box<ApRep>>,
     /// KRB-ERROR fields.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub error: Option<KrbError>,
+    pub error: Option<Box<KrbError>>,
     /// Why the message could not be decoded, if it could not.
     #[serde(
         skip_serializing_if = "Option::is_none",
@@ -357,7 +407,7 @@ fn decode_gss_at(buf: &[u8], base: usize, nested: bool) -> Result<GssToken, Deco
         } if number.value() == 0 => {
             let mut r = reader(outer.value, outer.value_at)?;
             let mech_tlv = read_tlv(&mut r, outer.value_at)?;
-            let mech = Mech::new(oid(&mech_tlv)?);
+            let mech = mech(&mech_tlv)?;
             let inner_at = outer.value_at + pos(&r);
             let inner = outer.value.get(pos(&r)..).unwrap_or(&[]);
             match mech.mechanism {
@@ -436,7 +486,7 @@ fn neg_token_init(fields: &[Tlv<'_>]) -> Result<NegTokenInit, DecodeError> {
             Some(0) => {
                 let list = expect_tag(explicit(f)?, Tag::Sequence, "MechTypeList")?;
                 for m in children(list.value, list.value_at)? {
-                    init.mech_types.push(Mech::new(oid(&m)?));
+                    init.mech_types.push(mech(&m)?);
                 }
             }
             Some(1) => {
@@ -520,7 +570,7 @@ fn neg_token_resp(fields: &[Tlv<'_>]) -> Result<NegTokenResp, DecodeError> {
                     n => NegState::Unknown(n),
                 });
             }
-            Some(1) => resp.supported_mech = Some(Mech::new(oid(&explicit(f)?)?)),
+            Some(1) => resp.supported_mech = Some(mech(&explicit(f)?)?),
             Some(2) => token = Some(expect_tag(explicit(f)?, Tag::OctetString, "responseToken")?),
             Some(3) => {
                 let mic = expect_tag(explicit(f)?, Tag::OctetString, "mechListMIC")?;
@@ -608,5 +658,20 @@ fn inner_token(
             })
         }
         _ => Ok(InnerToken::Other { len: buf.len() }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn known_oid_table_matches_the_oid_parser() {
+        for (raw, dotted, mechanism) in KNOWN_OIDS {
+            let parsed = ObjectIdentifier::from_bytes(raw).unwrap().to_string();
+            assert_eq!(parsed, dotted);
+            assert_eq!(Mechanism::from_oid(dotted), mechanism);
+        }
     }
 }

@@ -244,7 +244,7 @@ fn raw_krb_error_in_neg_token_resp_and_bare() {
     assert_eq!(k.error_code().unwrap().name, Some("KRB_AP_ERR_BADKEYVER"));
     assert_eq!(
         kerberos::decode_message(&raw, 0).unwrap(),
-        KrbMessage::KrbError(k.error.clone().unwrap())
+        KrbMessage::KrbError(*k.error.clone().unwrap())
     );
 }
 
