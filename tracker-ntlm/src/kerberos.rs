@@ -14,7 +14,7 @@
 //! input length.
 
 use crate::DecodeError;
-use crate::spnego::{KerberosMessage, KerberosToken, Mech, bad_der, der_err};
+use crate::spnego::{KerberosMessage, KerberosToken, Mech, bad_der, der_err, fast_length};
 use der::{Decode, Length, Reader, SliceReader};
 use serde::Serialize;
 
@@ -351,15 +351,8 @@ fn read_el(buf: &[u8], at: usize, depth: usize) -> Result<El<'_>, DecodeError> {
         return Err(bad_der(at, "high tag number form is not used by Kerberos"));
     }
     let rest = buf.get(1..).unwrap_or(&[]);
-    // Fast path for the DER length forms Kerberos uses (short, 0x81 ≥ 0x80, 0x82 ≥ 0x100:
-    // minimal encodings only); everything else — indefinite 0x80, non-minimal or longer
-    // forms, truncation — goes through `der::Length`, which owns the DER rules and errors.
-    let fast = match *rest {
-        [n, ..] if n < 0x80 => Some((1, usize::from(n))),
-        [0x81, n, ..] if n >= 0x80 => Some((2, usize::from(n))),
-        [0x82, hi, lo, ..] if hi != 0 => Some((3, usize::from(hi) << 8 | usize::from(lo))),
-        _ => None,
-    };
+    // Fast path for the usual length forms; `der::Length` for everything else.
+    let fast = fast_length(rest);
     let (hdr, value) = match fast {
         Some((hdr, len)) if rest.len() - hdr >= len => (hdr, rest.get(hdr..hdr + len)),
         _ => {

@@ -315,23 +315,65 @@ pub(crate) fn bad_der(offset: usize, reason: &str) -> DecodeError {
     }
 }
 
-fn pos(r: &SliceReader<'_>) -> usize {
-    usize::try_from(r.position()).unwrap_or(0)
+/// A read position in a DER buffer.
+struct Cursor<'a> {
+    buf: &'a [u8],
+    pos: usize,
 }
 
-fn reader(buf: &[u8], base: usize) -> Result<SliceReader<'_>, DecodeError> {
-    SliceReader::new(buf).map_err(|e| der_err(e, base))
+impl Cursor<'_> {
+    fn is_finished(&self) -> bool {
+        self.pos >= self.buf.len()
+    }
 }
 
-fn read_tlv<'a>(r: &mut SliceReader<'a>, base: usize) -> Result<Tlv<'a>, DecodeError> {
-    let at = base + pos(r);
-    let hdr = Header::decode(r).map_err(|e| der_err(e, base))?;
-    let value_at = base + pos(r);
-    let value = r.read_slice(hdr.length).map_err(|e| der_err(e, base))?;
+fn pos(r: &Cursor<'_>) -> usize {
+    r.pos
+}
+
+fn reader(buf: &[u8], _base: usize) -> Result<Cursor<'_>, DecodeError> {
+    Ok(Cursor { buf, pos: 0 })
+}
+
+/// The DER length forms tokens use, decoded inline: short, `0x81` (≥ 0x80) and `0x82`
+/// (≥ 0x100), minimal encodings only. `rest` starts after the identifier byte; the result is
+/// (length-octets, length). Anything else (`None`) is left to `der::Length`, which owns the
+/// DER rules and errors: indefinite `0x80`, non-minimal, longer forms, truncation.
+pub(crate) fn fast_length(rest: &[u8]) -> Option<(usize, usize)> {
+    match *rest {
+        [n, ..] if n < 0x80 => Some((1, usize::from(n))),
+        [0x81, n, ..] if n >= 0x80 => Some((2, usize::from(n))),
+        [0x82, hi, lo, ..] if hi != 0 => Some((3, usize::from(hi) << 8 | usize::from(lo))),
+        _ => None,
+    }
+}
+
+fn read_tlv<'a>(r: &mut Cursor<'a>, base: usize) -> Result<Tlv<'a>, DecodeError> {
+    let rest = r.buf.get(r.pos..).unwrap_or(&[]);
+    let at = base + r.pos;
+    // Fast path: a tag `der` knows, a short length form, the value within the buffer.
+    let fast = match rest.split_first() {
+        Some((&t, after)) if t & 0x1f != 0x1f => match (Tag::try_from(t), fast_length(after)) {
+            (Ok(tag), Some((n, len))) => after.get(n..n + len).map(|value| (tag, 1 + n, value)),
+            _ => None,
+        },
+        _ => None,
+    };
+    let (tag, hdr, value) = match fast {
+        Some(v) => v,
+        None => {
+            let mut sr = SliceReader::new(rest).map_err(|e| der_err(e, at))?;
+            let h = Header::decode(&mut sr).map_err(|e| der_err(e, at))?;
+            let hdr = usize::try_from(sr.position()).unwrap_or(0);
+            let value = sr.read_slice(h.length).map_err(|e| der_err(e, at))?;
+            (h.tag, hdr, value)
+        }
+    };
+    r.pos += hdr + value.len();
     Ok(Tlv {
-        tag: hdr.tag,
+        tag,
         at,
-        value_at,
+        value_at: at + hdr,
         value,
     })
 }
