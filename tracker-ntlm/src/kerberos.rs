@@ -497,6 +497,16 @@ impl<'a> El<'a> {
     }
 }
 
+/// The value of the single element (any tag, raw) filling `buf` at offset `base`.
+pub(crate) fn single_raw(buf: &[u8], base: usize) -> Result<&[u8], DecodeError> {
+    let el = read_el(buf, base, 1)?;
+    let end = el.value_at - base + el.value.len();
+    if end != buf.len() {
+        return Err(bad_der(base + end, "trailing data after element"));
+    }
+    Ok(el.value)
+}
+
 fn missing(at: usize, what: &'static str) -> DecodeError {
     DecodeError::BadDer {
         offset: at,

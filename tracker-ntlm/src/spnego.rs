@@ -550,8 +550,12 @@ fn neg_token_init(fields: &[Tlv<'_>]) -> Result<NegTokenInit, DecodeError> {
                     let mut hints = NegHints { hint_name: None };
                     for h in children(v.value, v.value_at)? {
                         if context_number(h.tag) == Some(0) {
-                            let s = explicit(&h)?;
-                            hints.hint_name = Some(String::from_utf8_lossy(s.value).into_owned());
+                            // GeneralString (0x1B), a tag `der` does not know: read raw.
+                            if !h.tag.is_constructed() {
+                                return Err(bad_der(h.at, "explicit tag must be constructed"));
+                            }
+                            let s = kerberos::single_raw(h.value, h.value_at)?;
+                            hints.hint_name = Some(String::from_utf8_lossy(s).into_owned());
                         }
                     }
                     init.neg_hints = Some(hints);

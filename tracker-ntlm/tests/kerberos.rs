@@ -642,3 +642,25 @@ proptest! {
         prop_assert_eq!(e.e_text, text);
     }
 }
+
+#[test]
+fn neg_token_init2_hint_name_is_a_general_string() {
+    // Microsoft's NegTokenInit2: negHints [3] SEQUENCE { hintName [0] GeneralString }.
+    let hint = b"not_defined_in_RFC4178@please_ignore";
+    let list: Vec<u8> = [OID_MS_KRB5, OID_KRB5, OID_NTLMSSP]
+        .iter()
+        .flat_map(|m| enc::oid(m))
+        .collect();
+    let mut seq = enc::ctx(0, &enc::tlv(0x30, &list));
+    seq.extend(enc::ctx(3, &enc::tlv(0x30, &enc::ctx(0, &enc::kstr(hint)))));
+    let init = enc::gss(enc::SPNEGO, &enc::ctx(0, &enc::tlv(0x30, &seq)));
+    let t = decode_token(&init).unwrap();
+    let Token::SpnegoInit(i) = &t else {
+        panic!("{t:?}")
+    };
+    assert_eq!(
+        i.neg_hints.as_ref().unwrap().hint_name.as_deref(),
+        Some("not_defined_in_RFC4178@please_ignore")
+    );
+    assert_eq!(t.mechanism(), Some(Mechanism::Kerberos));
+}
