@@ -664,3 +664,18 @@ fn neg_token_init2_hint_name_is_a_general_string() {
     );
     assert_eq!(t.mechanism(), Some(Mechanism::Kerberos));
 }
+
+#[test]
+fn unknown_mechanisms() {
+    // GSS-API framing with an unknown OID: a typed error at the OID.
+    let t = enc::gss("1.2.3.4.5", &[1, 0, 0x6e, 0x00]);
+    let e = decode_token(&t).unwrap_err();
+    assert_eq!((e.kind(), e.offset()), ("unsupported", 2));
+    // In SPNEGO with an unknown preferred mechanism: the token is another mechanism's,
+    // length only, never parsed as Kerberos.
+    let msg = lab_raw_krb_error();
+    let init = enc::neg_token_init(&["1.2.3.4.5"], Some(&msg), None);
+    let t = decode_token(&init).unwrap();
+    assert!(t.kerberos().is_none());
+    assert_eq!(t.mechanism(), Some(Mechanism::Other));
+}
