@@ -73,3 +73,72 @@ fn type2_header_to_message(bencher: Bencher, fixture: &str) {
         .counter(ItemsCount::new(1usize))
         .bench(|| decode_ref(black_box(&name), black_box(&value)));
 }
+
+// ---- Kerberos (tests/fixtures/krb_*.txt, real MIT KDC tokens) -----------------------------
+
+/// Token bytes of the first header line of `fixture` containing `prefix`.
+fn fixture_bytes(fixture: &str, prefix: &str) -> Vec<u8> {
+    let (name, value) = fixture_line(fixture, prefix);
+    let toks = parse_auth_header(&name, &value).unwrap();
+    toks[0].token.as_ref().unwrap().expose_secret().to_vec()
+}
+
+/// A cheap result that depends on the decoded fields (keeps the work observable).
+fn kerberos_ref(bytes: &[u8]) -> usize {
+    let tok = tracker_ntlm::decode_token(bytes).unwrap();
+    let k = tok.kerberos().unwrap();
+    k.realm().map_or(0, str::len)
+        + k.sname().map_or(0, |s| s.name.len())
+        + k.error_code().map_or(0, |c| c.code as usize)
+        + k.ap_rep.as_ref().map_or(0, |r| r.enc_part.cipher_len)
+}
+
+const KERBEROS: &[(&str, &str, &str)] = &[
+    // (label, fixture, header prefix)
+    (
+        "spnego_ap_req",
+        "krb_negotiate_ap_req",
+        "Authorization: Negotiate YII",
+    ),
+    (
+        "spnego_ap_rep",
+        "krb_negotiate_ap_req",
+        "WWW-Authenticate: Negotiate oY",
+    ),
+    (
+        "gss_ap_req",
+        "krb_raw_ap_req",
+        "Authorization: Negotiate YII",
+    ),
+    (
+        "gss_krb_error",
+        "krb_error_modified",
+        "WWW-Authenticate: Negotiate YG",
+    ),
+];
+
+/// Token bytes (after base64) → decoded Kerberos fields.
+#[divan::bench(args = ["spnego_ap_req", "spnego_ap_rep", "gss_ap_req", "gss_krb_error"])]
+fn kerberos_token_decode(bencher: Bencher, label: &str) {
+    let (_, fixture, prefix) = KERBEROS.iter().find(|(l, ..)| *l == label).unwrap();
+    let bytes = fixture_bytes(fixture, prefix);
+    assert!(kerberos_ref(&bytes) > 0);
+    bencher
+        .counter(ItemsCount::new(1usize))
+        .bench(|| kerberos_ref(black_box(&bytes)));
+}
+
+/// Header value (base64 text) → decoded Kerberos fields.
+#[divan::bench(args = ["spnego_ap_req", "spnego_ap_rep", "gss_krb_error"])]
+fn kerberos_header_to_fields(bencher: Bencher, label: &str) {
+    let (_, fixture, prefix) = KERBEROS.iter().find(|(l, ..)| *l == label).unwrap();
+    let (name, value) = fixture_line(fixture, prefix);
+    let run = |name: &str, value: &str| {
+        let toks = parse_auth_header(name, value).unwrap();
+        kerberos_ref(toks[0].token.as_ref().unwrap().expose_secret())
+    };
+    assert!(run(&name, &value) > 0);
+    bencher
+        .counter(ItemsCount::new(1usize))
+        .bench(|| run(black_box(&name), black_box(&value)));
+}

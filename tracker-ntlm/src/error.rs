@@ -74,6 +74,22 @@ pub enum DecodeError {
         /// What is unsupported.
         what: &'static str,
     },
+    /// DER nesting deeper than the decoder's fixed bound ([`crate::kerberos::MAX_DEPTH`]).
+    #[error("nesting deeper than {max} levels at offset {offset}")]
+    TooDeep {
+        /// Offset of the element that would go deeper.
+        offset: usize,
+        /// The bound.
+        max: usize,
+    },
+    /// A string that must be text is not (e.g. a non-UTF-8 KerberosString).
+    #[error("bad string at offset {offset}: {what}")]
+    BadString {
+        /// Offset of the first invalid byte.
+        offset: usize,
+        /// Which string.
+        what: &'static str,
+    },
     /// The header name or value is not an HTTP authentication header we understand.
     #[error("bad auth header at offset {offset}: {reason}")]
     BadHeader {
@@ -95,6 +111,8 @@ impl DecodeError {
             | DecodeError::BadBase64 { offset, .. }
             | DecodeError::BadDer { offset, .. }
             | DecodeError::Unsupported { offset, .. }
+            | DecodeError::TooDeep { offset, .. }
+            | DecodeError::BadString { offset, .. }
             | DecodeError::BadHeader { offset, .. } => *offset,
         }
     }
@@ -109,6 +127,8 @@ impl DecodeError {
             DecodeError::BadBase64 { .. } => "bad_base64",
             DecodeError::BadDer { .. } => "bad_der",
             DecodeError::Unsupported { .. } => "unsupported",
+            DecodeError::TooDeep { .. } => "too_deep",
+            DecodeError::BadString { .. } => "bad_string",
             DecodeError::BadHeader { .. } => "bad_header",
         }
     }
@@ -120,7 +140,9 @@ impl DecodeError {
             | DecodeError::BadSignature { offset }
             | DecodeError::WrongMessageType { offset, .. }
             | DecodeError::BadDer { offset, .. }
-            | DecodeError::Unsupported { offset, .. } => *offset = offset.saturating_add(base),
+            | DecodeError::Unsupported { offset, .. }
+            | DecodeError::TooDeep { offset, .. }
+            | DecodeError::BadString { offset, .. } => *offset = offset.saturating_add(base),
             DecodeError::FieldOutOfBounds { offset, start, .. } => {
                 *offset = offset.saturating_add(base);
                 *start = start.saturating_add(base);

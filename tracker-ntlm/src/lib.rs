@@ -5,6 +5,8 @@
 //! - [`decode_token`]: token bytes → [`Token`] (NTLM, SPNEGO init/resp, Kerberos).
 //! - [`nlmp`]: NEGOTIATE / CHALLENGE / AUTHENTICATE messages, AV pairs, flags.
 //! - [`spnego`]: NegTokenInit / NegTokenResp, GSS-API framing, Kerberos labelling.
+//! - [`kerberos`]: cleartext fields of Kerberos AP-REQ / AP-REP / KRB-ERROR (never the
+//!   encrypted parts).
 //! - [`redact`]: [`redact::Secret`] for credential material.
 //! - [`hash`]: keyed token hash and `challenge_key`.
 //! - [`classify_base64_prefix`]: the kernel's prefix table.
@@ -13,12 +15,14 @@ pub mod base64;
 mod error;
 pub mod hash;
 pub mod header;
+pub mod kerberos;
 pub mod nlmp;
 pub mod redact;
 pub mod spnego;
 
 pub use error::DecodeError;
 pub use header::{AuthToken, HeaderName, Scheme, parse_auth_header};
+pub use kerberos::KrbMessage;
 pub use nlmp::{AuthenticateMessage, ChallengeMessage, MessageType, NegotiateMessage, NtlmMessage};
 pub use redact::Secret;
 pub use spnego::{InnerToken, KerberosToken, Mechanism, NegTokenInit, NegTokenResp};
@@ -97,7 +101,8 @@ impl Token {
 }
 
 /// Decodes token bytes (after base64): raw NTLM (`NTLMSSP\0`), GSS-API framed SPNEGO or
-/// Kerberos (`0x60`), bare NegTokenInit (`0xA0`) or NegTokenResp (`0xA1`).
+/// Kerberos (`0x60`), bare NegTokenInit (`0xA0`) or NegTokenResp (`0xA1`), or a raw Kerberos
+/// AP-REQ / AP-REP / KRB-ERROR (`0x6E` / `0x6F` / `0x7E`, strict: it must decode).
 pub fn decode_token(bytes: &[u8]) -> Result<Token, DecodeError> {
     match bytes.first() {
         None => Err(DecodeError::Truncated {
@@ -113,9 +118,14 @@ pub fn decode_token(bytes: &[u8]) -> Result<Token, DecodeError> {
             spnego::GssToken::Kerberos(k) => Ok(Token::Kerberos(k)),
             spnego::GssToken::Ntlm(m) => Ok(Token::Ntlm(m)),
         },
+        // A raw Kerberos message without GSS-API framing (APPLICATION tag first): only when
+        // it decodes completely, with the KRB5 mechanism assumed.
+        Some(&(kerberos::TAG_AP_REQ | kerberos::TAG_AP_REP | kerberos::TAG_KRB_ERROR)) => {
+            kerberos::decode_raw(bytes).map(Token::Kerberos)
+        }
         Some(_) => Err(DecodeError::Unsupported {
             offset: 0,
-            what: "token is neither NTLMSSP nor GSS-API/SPNEGO",
+            what: "token is neither NTLMSSP nor GSS-API/SPNEGO/Kerberos",
         }),
     }
 }

@@ -5,6 +5,7 @@
 //! never decoded as NTLM.
 
 use crate::DecodeError;
+use crate::kerberos::{self, ApRep, ApReq, ErrorCode, KrbError, PrincipalName};
 use crate::nlmp::{NtlmMessage, SIGNATURE};
 use der::asn1::ObjectIdentifier;
 use der::{Decode, Header, Reader, SliceReader, Tag};
@@ -61,6 +62,55 @@ pub struct Mech {
     pub mechanism: Mechanism,
 }
 
+/// DER contents of the mechanism OIDs seen on the wire, matched as raw bytes (no OID
+/// parsing or formatting on the hot path).
+const KNOWN_OIDS: [(&[u8], &str, Mechanism); 6] = [
+    (
+        &[0x2a, 0x86, 0x48, 0x86, 0xf7, 0x12, 0x01, 0x02, 0x02],
+        OID_KRB5,
+        Mechanism::Kerberos,
+    ),
+    (
+        &[0x2a, 0x86, 0x48, 0x82, 0xf7, 0x12, 0x01, 0x02, 0x02],
+        OID_MS_KRB5,
+        Mechanism::Kerberos,
+    ),
+    (
+        &[0x2b, 0x06, 0x01, 0x04, 0x01, 0x82, 0x37, 0x02, 0x02, 0x0a],
+        OID_NTLMSSP,
+        Mechanism::Ntlm,
+    ),
+    (
+        &[0x2b, 0x06, 0x01, 0x05, 0x05, 0x02],
+        OID_SPNEGO,
+        Mechanism::Spnego,
+    ),
+    (
+        &[0x2a, 0x86, 0x48, 0x86, 0xf7, 0x12, 0x01, 0x02, 0x02, 0x03],
+        OID_KRB5_U2U,
+        Mechanism::Kerberos,
+    ),
+    (
+        &[0x2b, 0x06, 0x01, 0x04, 0x01, 0x82, 0x37, 0x02, 0x02, 0x1e],
+        OID_NEGOEX,
+        Mechanism::NegoEx,
+    ),
+];
+
+/// The mechanism named by an OBJECT IDENTIFIER element.
+fn mech(tlv: &Tlv<'_>) -> Result<Mech, DecodeError> {
+    if tlv.tag == Tag::ObjectIdentifier {
+        if let Some((_, dotted, mechanism)) = KNOWN_OIDS.iter().find(|(raw, ..)| *raw == tlv.value)
+        {
+            return Ok(Mech {
+                oid: (*dotted).to_string(),
+                mechanism: *mechanism,
+            });
+        }
+    }
+    oid(tlv).map(Mech::new)
+}
+
 impl Mech {
     fn new(oid: ObjectIdentifier) -> Mech {
         let oid = oid.to_string();
@@ -103,7 +153,14 @@ pub enum KerberosMessage {
     Other,
 }
 
-/// A Kerberos token: labelled, never decoded further (its tickets are encrypted credentials).
+/// A Kerberos token: labelled by TOK_ID / APPLICATION tag, with the cleartext fields of its
+/// AP-REQ, AP-REP or KRB-ERROR ([`crate::kerberos`]). Encrypted parts are never decoded or
+/// kept: only their etype, kvno and length.
+///
+/// A token whose framing is Kerberos but whose message does not decode is still a Kerberos
+/// token: the detail fields stay `None` and [`KerberosToken::body_error`] says why
+/// ([`crate::kerberos::decode_message`] is the strict form). The details are boxed to keep
+/// [`crate::Token`] small for the NTLM paths.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct KerberosToken {
     /// The Kerberos mechanism OID (GSS-API framing or SPNEGO mech).
@@ -112,6 +169,49 @@ pub struct KerberosToken {
     pub message: KerberosMessage,
     /// Token length in bytes.
     pub len: usize,
+    /// The token had GSS-API framing (`0x60`, KRB5 OID, TOK_ID); else the message came raw
+    /// (APPLICATION tag first, e.g. Microsoft's KRB-ERROR in a NegTokenResp).
+    pub gss_framed: bool,
+    /// AP-REQ cleartext fields.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ap_req: Option<Box<ApReq>>,
+    /// AP-REP cleartext fields.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ap_rep: Option<Box<ApRep>>,
+    /// KRB-ERROR fields.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<Box<KrbError>>,
+    /// Why the message could not be decoded, if it could not.
+    #[serde(
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "crate::kerberos::serialize_body_error"
+    )]
+    pub body_error: Option<DecodeError>,
+}
+
+impl KerberosToken {
+    /// The service realm: the ticket's (AP-REQ) or the error's `realm`.
+    pub fn realm(&self) -> Option<&str> {
+        match (&self.ap_req, &self.error) {
+            (Some(r), _) => Some(&r.ticket.realm),
+            (_, Some(e)) => Some(&e.realm),
+            _ => None,
+        }
+    }
+
+    /// The service principal: the ticket's (AP-REQ) or the error's `sname`.
+    pub fn sname(&self) -> Option<&PrincipalName> {
+        match (&self.ap_req, &self.error) {
+            (Some(r), _) => Some(&r.ticket.sname),
+            (_, Some(e)) => Some(&e.sname),
+            _ => None,
+        }
+    }
+
+    /// The KRB-ERROR code.
+    pub fn error_code(&self) -> Option<ErrorCode> {
+        self.error.as_ref().map(|e| e.error_code)
+    }
 }
 
 /// The token inside a SPNEGO mechToken / responseToken.
@@ -197,7 +297,7 @@ struct Tlv<'a> {
     value: &'a [u8],
 }
 
-fn der_err(e: der::Error, base: usize) -> DecodeError {
+pub(crate) fn der_err(e: der::Error, base: usize) -> DecodeError {
     let pos = e
         .position()
         .and_then(|p| usize::try_from(p).ok())
@@ -208,30 +308,72 @@ fn der_err(e: der::Error, base: usize) -> DecodeError {
     }
 }
 
-fn bad_der(offset: usize, reason: &str) -> DecodeError {
+pub(crate) fn bad_der(offset: usize, reason: &str) -> DecodeError {
     DecodeError::BadDer {
         offset,
         reason: reason.to_string(),
     }
 }
 
-fn pos(r: &SliceReader<'_>) -> usize {
-    usize::try_from(r.position()).unwrap_or(0)
+/// A read position in a DER buffer.
+struct Cursor<'a> {
+    buf: &'a [u8],
+    pos: usize,
 }
 
-fn reader(buf: &[u8], base: usize) -> Result<SliceReader<'_>, DecodeError> {
-    SliceReader::new(buf).map_err(|e| der_err(e, base))
+impl Cursor<'_> {
+    fn is_finished(&self) -> bool {
+        self.pos >= self.buf.len()
+    }
 }
 
-fn read_tlv<'a>(r: &mut SliceReader<'a>, base: usize) -> Result<Tlv<'a>, DecodeError> {
-    let at = base + pos(r);
-    let hdr = Header::decode(r).map_err(|e| der_err(e, base))?;
-    let value_at = base + pos(r);
-    let value = r.read_slice(hdr.length).map_err(|e| der_err(e, base))?;
+fn pos(r: &Cursor<'_>) -> usize {
+    r.pos
+}
+
+fn reader(buf: &[u8], _base: usize) -> Result<Cursor<'_>, DecodeError> {
+    Ok(Cursor { buf, pos: 0 })
+}
+
+/// The DER length forms tokens use, decoded inline: short, `0x81` (≥ 0x80) and `0x82`
+/// (≥ 0x100), minimal encodings only. `rest` starts after the identifier byte; the result is
+/// (length-octets, length). Anything else (`None`) is left to `der::Length`, which owns the
+/// DER rules and errors: indefinite `0x80`, non-minimal, longer forms, truncation.
+pub(crate) fn fast_length(rest: &[u8]) -> Option<(usize, usize)> {
+    match *rest {
+        [n, ..] if n < 0x80 => Some((1, usize::from(n))),
+        [0x81, n, ..] if n >= 0x80 => Some((2, usize::from(n))),
+        [0x82, hi, lo, ..] if hi != 0 => Some((3, usize::from(hi) << 8 | usize::from(lo))),
+        _ => None,
+    }
+}
+
+fn read_tlv<'a>(r: &mut Cursor<'a>, base: usize) -> Result<Tlv<'a>, DecodeError> {
+    let rest = r.buf.get(r.pos..).unwrap_or(&[]);
+    let at = base + r.pos;
+    // Fast path: a tag `der` knows, a short length form, the value within the buffer.
+    let fast = match rest.split_first() {
+        Some((&t, after)) if t & 0x1f != 0x1f => match (Tag::try_from(t), fast_length(after)) {
+            (Ok(tag), Some((n, len))) => after.get(n..n + len).map(|value| (tag, 1 + n, value)),
+            _ => None,
+        },
+        _ => None,
+    };
+    let (tag, hdr, value) = match fast {
+        Some(v) => v,
+        None => {
+            let mut sr = SliceReader::new(rest).map_err(|e| der_err(e, at))?;
+            let h = Header::decode(&mut sr).map_err(|e| der_err(e, at))?;
+            let hdr = usize::try_from(sr.position()).unwrap_or(0);
+            let value = sr.read_slice(h.length).map_err(|e| der_err(e, at))?;
+            (h.tag, hdr, value)
+        }
+    };
+    r.pos += hdr + value.len();
     Ok(Tlv {
-        tag: hdr.tag,
+        tag,
         at,
-        value_at,
+        value_at: at + hdr,
         value,
     })
 }
@@ -307,7 +449,7 @@ fn decode_gss_at(buf: &[u8], base: usize, nested: bool) -> Result<GssToken, Deco
         } if number.value() == 0 => {
             let mut r = reader(outer.value, outer.value_at)?;
             let mech_tlv = read_tlv(&mut r, outer.value_at)?;
-            let mech = Mech::new(oid(&mech_tlv)?);
+            let mech = mech(&mech_tlv)?;
             let inner_at = outer.value_at + pos(&r);
             let inner = outer.value.get(pos(&r)..).unwrap_or(&[]);
             match mech.mechanism {
@@ -322,11 +464,13 @@ fn decode_gss_at(buf: &[u8], base: usize, nested: bool) -> Result<GssToken, Deco
                     }
                     other => Ok(other),
                 },
-                Mechanism::Kerberos => Ok(GssToken::Kerberos(KerberosToken {
-                    message: kerberos_tok_id(inner),
+                Mechanism::Kerberos => Ok(GssToken::Kerberos(kerberos::framed_token(
                     mech,
-                    len: buf.len(),
-                })),
+                    kerberos_tok_id(inner),
+                    inner,
+                    inner_at,
+                    buf.len(),
+                ))),
                 Mechanism::Ntlm => NtlmMessage::decode(inner)
                     .map(GssToken::Ntlm)
                     .map_err(|e| e.shifted(inner_at)),
@@ -384,7 +528,7 @@ fn neg_token_init(fields: &[Tlv<'_>]) -> Result<NegTokenInit, DecodeError> {
             Some(0) => {
                 let list = expect_tag(explicit(f)?, Tag::Sequence, "MechTypeList")?;
                 for m in children(list.value, list.value_at)? {
-                    init.mech_types.push(Mech::new(oid(&m)?));
+                    init.mech_types.push(mech(&m)?);
                 }
             }
             Some(1) => {
@@ -406,8 +550,12 @@ fn neg_token_init(fields: &[Tlv<'_>]) -> Result<NegTokenInit, DecodeError> {
                     let mut hints = NegHints { hint_name: None };
                     for h in children(v.value, v.value_at)? {
                         if context_number(h.tag) == Some(0) {
-                            let s = explicit(&h)?;
-                            hints.hint_name = Some(String::from_utf8_lossy(s.value).into_owned());
+                            // GeneralString (0x1B), a tag `der` does not know: read raw.
+                            if !h.tag.is_constructed() {
+                                return Err(bad_der(h.at, "explicit tag must be constructed"));
+                            }
+                            let s = kerberos::single_raw(h.value, h.value_at)?;
+                            hints.hint_name = Some(String::from_utf8_lossy(s).into_owned());
                         }
                     }
                     init.neg_hints = Some(hints);
@@ -468,7 +616,7 @@ fn neg_token_resp(fields: &[Tlv<'_>]) -> Result<NegTokenResp, DecodeError> {
                     n => NegState::Unknown(n),
                 });
             }
-            Some(1) => resp.supported_mech = Some(Mech::new(oid(&explicit(f)?)?)),
+            Some(1) => resp.supported_mech = Some(mech(&explicit(f)?)?),
             Some(2) => token = Some(expect_tag(explicit(f)?, Tag::OctetString, "responseToken")?),
             Some(3) => {
                 let mic = expect_tag(explicit(f)?, Tag::OctetString, "mechListMIC")?;
@@ -531,11 +679,45 @@ fn inner_token(
         };
     }
     match (hint, hint_mech) {
-        (Some(Mechanism::Kerberos), Some(m)) => Ok(InnerToken::Kerberos(KerberosToken {
-            mech: m.clone(),
-            message: kerberos_app_tag(buf.first()),
-            len: buf.len(),
-        })),
+        (Some(Mechanism::Kerberos), Some(m)) => Ok(InnerToken::Kerberos(kerberos::raw_token(
+            m.clone(),
+            kerberos_app_tag(buf.first()),
+            buf,
+            base,
+        ))),
+        // No mechanism named (e.g. a NegTokenResp reject without supportedMech): a raw
+        // Kerberos message is recognised only when it decodes completely.
+        (None, _) if kerberos_app_tag(buf.first()) != KerberosMessage::Other => {
+            let k = kerberos::raw_token(
+                Mech {
+                    oid: OID_KRB5.to_string(),
+                    mechanism: Mechanism::Kerberos,
+                },
+                kerberos_app_tag(buf.first()),
+                buf,
+                base,
+            );
+            Ok(if k.body_error.is_none() {
+                InnerToken::Kerberos(k)
+            } else {
+                InnerToken::Other { len: buf.len() }
+            })
+        }
         _ => Ok(InnerToken::Other { len: buf.len() }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn known_oid_table_matches_the_oid_parser() {
+        for (raw, dotted, mechanism) in KNOWN_OIDS {
+            let parsed = ObjectIdentifier::from_bytes(raw).unwrap().to_string();
+            assert_eq!(parsed, dotted);
+            assert_eq!(Mechanism::from_oid(dotted), mechanism);
+        }
     }
 }

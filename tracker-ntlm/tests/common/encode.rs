@@ -264,3 +264,98 @@ pub fn b64(bytes: &[u8]) -> String {
     }
     s
 }
+
+// ---- Kerberos (RFC 4120), test-only --------------------------------------------------------
+
+pub fn der_int(n: i64) -> Vec<u8> {
+    let bytes = n.to_be_bytes();
+    let mut i = 0;
+    while i < 7
+        && ((bytes[i] == 0 && bytes[i + 1] & 0x80 == 0)
+            || (bytes[i] == 0xff && bytes[i + 1] & 0x80 != 0))
+    {
+        i += 1;
+    }
+    tlv(0x02, &bytes[i..])
+}
+
+/// `[n]` EXPLICIT.
+pub fn ctx(n: u8, inner: &[u8]) -> Vec<u8> {
+    tlv(0xa0 | n, inner)
+}
+
+pub fn kstr(s: &[u8]) -> Vec<u8> {
+    tlv(0x1b, s)
+}
+
+pub fn principal(name_type: i64, parts: &[&[u8]]) -> Vec<u8> {
+    let names: Vec<u8> = parts.iter().flat_map(|p| kstr(p)).collect();
+    let mut seq = ctx(0, &der_int(name_type));
+    seq.extend(ctx(1, &tlv(0x30, &names)));
+    tlv(0x30, &seq)
+}
+
+pub fn enc_data(etype: i64, kvno: Option<i64>, cipher: &[u8]) -> Vec<u8> {
+    let mut seq = ctx(0, &der_int(etype));
+    if let Some(k) = kvno {
+        seq.extend(ctx(1, &der_int(k)));
+    }
+    seq.extend(ctx(2, &tlv(0x04, cipher)));
+    tlv(0x30, &seq)
+}
+
+/// A KRB-ERROR ([APPLICATION 30]); the e-text/crealm/cname fields only when given. Hand-built
+/// for cases the MIT lab acceptor does not produce (raw, with client names and e-text).
+#[allow(clippy::too_many_arguments)]
+pub fn krb_error(
+    code: i64,
+    realm: &[u8],
+    sname: &[&[u8]],
+    crealm: Option<&[u8]>,
+    cname: Option<&[&[u8]]>,
+    e_text: Option<&[u8]>,
+    e_data: Option<&[u8]>,
+) -> Vec<u8> {
+    let mut seq = ctx(0, &der_int(5));
+    seq.extend(ctx(1, &der_int(30)));
+    seq.extend(ctx(4, &tlv(0x18, b"20260102030405Z")));
+    seq.extend(ctx(5, &der_int(123_456)));
+    seq.extend(ctx(6, &der_int(code)));
+    if let Some(c) = crealm {
+        seq.extend(ctx(7, &kstr(c)));
+    }
+    if let Some(c) = cname {
+        seq.extend(ctx(8, &principal(1, c)));
+    }
+    seq.extend(ctx(9, &kstr(realm)));
+    seq.extend(ctx(10, &principal(2, sname)));
+    if let Some(t) = e_text {
+        seq.extend(ctx(11, &kstr(t)));
+    }
+    if let Some(d) = e_data {
+        seq.extend(ctx(12, &tlv(0x04, d)));
+    }
+    tlv(0x7e, &tlv(0x30, &seq))
+}
+
+/// An AP-REQ ([APPLICATION 14]) with the given ticket realm / sname and cipher bytes.
+pub fn ap_req(realm: &[u8], sname: &[&[u8]], etype: i64, kvno: i64, cipher: &[u8]) -> Vec<u8> {
+    let mut t = ctx(0, &der_int(5));
+    t.extend(ctx(1, &kstr(realm)));
+    t.extend(ctx(2, &principal(2, sname)));
+    t.extend(ctx(3, &enc_data(etype, Some(kvno), cipher)));
+    let ticket = tlv(0x61, &tlv(0x30, &t));
+    let mut seq = ctx(0, &der_int(5));
+    seq.extend(ctx(1, &der_int(14)));
+    seq.extend(ctx(2, &tlv(0x03, &[0x00, 0x20, 0, 0, 0])));
+    seq.extend(ctx(3, &ticket));
+    seq.extend(ctx(4, &enc_data(etype, None, cipher)));
+    tlv(0x6e, &tlv(0x30, &seq))
+}
+
+/// GSS-API krb5 framing with a TOK_ID.
+pub fn gss_krb5(tok_id: [u8; 2], msg: &[u8]) -> Vec<u8> {
+    let mut inner = tok_id.to_vec();
+    inner.extend_from_slice(msg);
+    gss("1.2.840.113554.1.2.2", &inner)
+}

@@ -48,6 +48,11 @@ pub const FIXTURES: &[&str] = &[
     "pyspnego_negotiate",
     "pyspnego_negotiate_raw_ntlm",
     "pyspnego_ntlm_unicode",
+    "krb_negotiate_ap_req",
+    "krb_raw_ap_req",
+    "krb_error_bad_kvno",
+    "krb_error_modified",
+    "krb_fallback_ntlm",
 ];
 
 /// Header lines that carry a token, as (fixture, line).
