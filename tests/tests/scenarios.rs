@@ -200,7 +200,7 @@ fn count(events: &[Value], class: &str) -> usize {
 fn assert_kerberos_clean(lab: &Lab, truth: &[TruthRecord], events: &[Value]) {
     for a in alerts(events) {
         assert_ne!(
-            a["ntlm_affinity"]["mechanism"], "kerberos",
+            a["ntlm_affinity"]["auth_scheme"], "kerberos",
             "a Kerberos Negotiate token was flagged: {a}"
         );
     }

@@ -6,9 +6,10 @@
 use std::sync::Arc;
 
 use tracker_ntlm::{
-    HeaderName, NtlmMessage, Scheme, Token,
+    HeaderName, KerberosToken, Mechanism, NtlmMessage, Scheme, Token,
     hash::{ChallengeKey, ChallengeKeyHasher, TokenHash, token_hash},
     nlmp::{AvPairs, NtResponseKind},
+    spnego::{KerberosMessage, NegState},
 };
 
 /// The server names of a challenge's TargetInfo, as a Type-3 repeats them.
@@ -113,6 +114,132 @@ impl Auth {
     }
 }
 
+/// The cleartext of a Kerberos token (RFC 4120): realm, service principal, ticket and error
+/// facts. Tickets, authenticators and everything encrypted are never decoded or kept.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct KerberosInfo {
+    /// `ap_req`, `ap_rep`, `krb_error`, `tgt_req` or `other`.
+    pub message: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub realm: Option<String>,
+    /// The ticket's (or the error's) service principal, e.g. `HTTP/www.lab.test`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub service_principal: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ticket_etype: Option<i32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ticket_etype_name: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ticket_kvno: Option<u32>,
+    /// AP-REQ `mutual-required`: the client expects an AP-REP.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub mutual_required: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error_code: Option<i32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error_name: Option<&'static str>,
+}
+
+impl KerberosInfo {
+    fn from_token(k: &KerberosToken) -> Self {
+        let message = match k.message {
+            KerberosMessage::ApReq => "ap_req",
+            KerberosMessage::ApRep => "ap_rep",
+            KerberosMessage::KrbError => "krb_error",
+            KerberosMessage::TgtReq => "tgt_req",
+            KerberosMessage::Other => "other",
+        };
+        let ticket = k.ap_req.as_ref().map(|r| &r.ticket.enc_part);
+        Self {
+            message,
+            realm: k.realm().map(str::to_string),
+            service_principal: k.sname().map(|p| p.name.clone()),
+            ticket_etype: ticket.map(|e| e.etype.etype),
+            ticket_etype_name: ticket.and_then(|e| e.etype.name),
+            ticket_kvno: ticket.and_then(|e| e.kvno),
+            mutual_required: k
+                .ap_req
+                .as_ref()
+                .is_some_and(|r| r.ap_options.names.contains(&"mutual-required")),
+            error_code: k.error_code().map(|e| e.code),
+            error_name: k.error_code().and_then(|e| e.name),
+        }
+    }
+}
+
+/// What a Negotiate token shows of the negotiation (SPNEGO, RFC 4178): which mechanisms the
+/// client offered, which the server chose, and the Kerberos cleartext inside.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct NegotiateInfo {
+    /// Wrapped in SPNEGO (NegTokenInit / NegTokenResp), not a bare mechanism token.
+    pub spnego: bool,
+    /// NegTokenInit mechTypes, preferred first (`kerberos`, `ntlm`, `negoex`, …).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub mech_types: Vec<&'static str>,
+    /// NegTokenResp negState.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub neg_state: Option<&'static str>,
+    /// NegTokenResp supportedMech.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub supported_mech: Option<&'static str>,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub mech_list_mic: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub kerberos: Option<KerberosInfo>,
+}
+
+impl NegotiateInfo {
+    fn from_token(tok: &Token) -> Option<Box<Self>> {
+        let mut n = match tok {
+            Token::Ntlm(_) => return None,
+            Token::SpnegoInit(i) => NegotiateInfo {
+                spnego: true,
+                mech_types: i
+                    .mech_types
+                    .iter()
+                    .map(|m| mech_name(m.mechanism))
+                    .collect(),
+                mech_list_mic: i.mech_list_mic_len.is_some(),
+                ..Self::default()
+            },
+            Token::SpnegoResp(r) => NegotiateInfo {
+                spnego: true,
+                neg_state: r.neg_state.map(neg_state_name),
+                supported_mech: r.supported_mech.as_ref().map(|m| mech_name(m.mechanism)),
+                mech_list_mic: r.mech_list_mic_len.is_some(),
+                ..Self::default()
+            },
+            Token::Kerberos(_) => NegotiateInfo::default(),
+        };
+        n.kerberos = tok.kerberos().map(KerberosInfo::from_token);
+        Some(Box::new(n))
+    }
+
+    pub fn kerberos_offered(&self) -> bool {
+        self.mech_types.contains(&"kerberos")
+    }
+}
+
+fn mech_name(m: Mechanism) -> &'static str {
+    match m {
+        Mechanism::Ntlm => "ntlm",
+        Mechanism::Kerberos => "kerberos",
+        Mechanism::NegoEx => "negoex",
+        Mechanism::Spnego => "spnego",
+        Mechanism::Other => "other",
+    }
+}
+
+fn neg_state_name(s: NegState) -> &'static str {
+    match s {
+        NegState::AcceptCompleted => "accept_completed",
+        NegState::AcceptIncomplete => "accept_incomplete",
+        NegState::Reject => "reject",
+        NegState::RequestMic => "request_mic",
+        NegState::Unknown(_) => "unknown",
+    }
+}
+
 /// One decoded token with where it came from.
 #[derive(Clone, Debug)]
 pub struct Decoded {
@@ -125,6 +252,8 @@ pub struct Decoded {
     pub mechanism: &'static str,
     /// What the base64 prefix says (the kernel's classification), decodable or not.
     pub prefix: tracker_ntlm::TokenKind,
+    /// SPNEGO / Kerberos cleartext (`None` for raw NTLM and undecodable tokens).
+    pub negotiate: Option<Box<NegotiateInfo>>,
 }
 
 impl Decoded {
@@ -186,6 +315,7 @@ impl Decoder {
                     token_len: 0,
                     mechanism: "unknown",
                     prefix: tracker_ntlm::TokenKind::Unknown,
+                    negotiate: None,
                 });
                 return;
             }
@@ -200,13 +330,18 @@ impl Decoder {
                     token_len: 0,
                     mechanism: "none",
                     prefix: t.kind,
+                    negotiate: None,
                 });
                 continue;
             };
             let bytes = secret.expose_secret();
             let hash = self.hash_tokens.then(|| token_hash(bytes));
+            let mut negotiate = None;
             let (auth, mechanism) = match tracker_ntlm::decode_token(bytes) {
-                Ok(tok) => self.classify(&tok),
+                Ok(tok) => {
+                    negotiate = NegotiateInfo::from_token(&tok);
+                    self.classify(&tok)
+                }
                 Err(e) => {
                     self.undecodable += 1;
                     let mech = match t.kind {
@@ -226,6 +361,7 @@ impl Decoder {
                 token_len: bytes.len(),
                 mechanism,
                 prefix: t.kind,
+                negotiate,
             });
         }
     }

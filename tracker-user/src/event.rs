@@ -238,8 +238,27 @@ impl Context {
         if let Some(b) = v.ntlmv2 {
             ntlm.insert("ntlmv2".into(), json!(b));
         }
-        out["ntlm"] = Value::Object(ntlm);
+        if v.mechanism == "ntlm" {
+            out["ntlm"] = Value::Object(ntlm);
+        }
+        if let Some(k) = &v.kerberos {
+            out["kerberos"] = json!(k);
+        }
         let mut na = Map::new();
+        na.insert("auth_scheme".into(), json!(v.mechanism));
+        if v.mechanism == "kerberos" && v.class == Class::AuthContextReuse {
+            // The Kerberos client principal travels only inside the encrypted ticket.
+            na.insert(
+                "user_note".into(),
+                json!("the Kerberos user is inside the encrypted ticket; authenticated_client names the client whose request authenticated the connection"),
+            );
+        }
+        if let Some(f) = &v.fallback {
+            na.insert("fallback".into(), json!(f));
+        }
+        if let Some(p) = v.persistent_auth {
+            na.insert("persistent_auth".into(), json!(p));
+        }
         if let Some(c) = v.cause {
             na.insert("cause".into(), json!(c));
         }
@@ -268,7 +287,6 @@ impl Context {
             na.insert("authenticated_client".into(), json!(a));
         }
         na.insert("client_identity".into(), json!(v.client));
-        na.insert("mechanism".into(), json!(v.mechanism));
         if v.proxy {
             na.insert("proxy".into(), json!(true));
         }
@@ -292,7 +310,7 @@ fn severity(c: Class) -> u8 {
         Class::ServerSplit | Class::ConnectionSplit => 6,
         Class::OrphanType3 => 5,
         Class::AbandonedChallenge => 3,
-        Class::Handshake => 0,
+        Class::Handshake | Class::KerberosHandshake => 0,
     }
 }
 

@@ -17,10 +17,12 @@ use std::{
 use tracker_common::{FlowKey, RecordHeader};
 use tracker_ntlm::hash::TokenHash;
 
-pub use verdict::{Cause, Class, ClientIdentity, Evidence, LegInfo, Outcome, RequestInfo, Verdict};
+pub use verdict::{
+    Cause, Class, ClientIdentity, Evidence, Fallback, LegInfo, Outcome, RequestInfo, Verdict,
+};
 
 use crate::{
-    decode::{Auth, AuthenticateInfo, ChallengeInfo, Decoded, ServerNames},
+    decode::{Auth, AuthenticateInfo, ChallengeInfo, Decoded, KerberosInfo, ServerNames},
     endpoint::Backend,
     http::{Head, IdentityValue, StartLine},
 };
@@ -124,6 +126,10 @@ struct PendingReq {
     verdict: Option<Verdict>,
     /// For a healthy Type-3: who authenticated.
     user: Option<(Option<String>, Option<String>)>,
+    /// For a Type-1: how the client came to NTLM.
+    fallback: Option<Fallback>,
+    /// For a Kerberos request: the AP-REQ's cleartext.
+    kerberos: Option<KerberosInfo>,
 }
 
 #[derive(Clone, Debug)]
@@ -133,6 +139,7 @@ struct AuthCtx {
     domain: Option<String>,
     mechanism: &'static str,
     leg: LegInfo,
+    kerberos: Option<KerberosInfo>,
 }
 
 #[derive(Debug)]
@@ -153,7 +160,14 @@ struct Conn {
     closing: bool,
     last_ns: u64,
     names: Option<Arc<ServerNames>>,
+    /// The last KRB-ERROR the server answered on this connection (code, name).
+    krb_error: Option<(i32, Option<&'static str>)>,
+    /// What the last 401/407 offered: `OFFER_*` bits.
+    offers: u8,
 }
+
+const OFFER_NEGOTIATE: u8 = 1;
+const OFFER_NTLM: u8 = 2;
 
 impl Conn {
     fn leg(&self, at_ns: u64) -> LegInfo {
@@ -179,6 +193,7 @@ struct Challenge {
     closing: bool,
     answered: bool,
     expired: bool,
+    fallback: Option<Fallback>,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -217,6 +232,53 @@ pub struct Correlator {
     pub stats: Stats,
     /// For the kernel's identity check; drained by the daemon (see `Config::kernel_identity`).
     pub auth_updates: Vec<AuthUpdate>,
+    /// Schemes and NTLM fallbacks per client (replay's summary).
+    pub clients: ClientSchemes,
+}
+
+/// Clients at most in [`ClientSchemes`]; later ones are counted together.
+const MAX_SUMMARY_CLIENTS: usize = 10_000;
+
+/// Which schemes each client authenticated with through the balancer, and why NTLM.
+#[derive(Clone, Debug, Default, serde::Serialize)]
+pub struct ClientSchemes {
+    pub clients: BTreeMap<String, SchemeCounts>,
+    /// Clients beyond the bound, all counted under `other_clients`.
+    pub other_clients: SchemeCounts,
+}
+
+#[derive(Clone, Debug, Default, serde::Serialize)]
+pub struct SchemeCounts {
+    pub kerberos: u64,
+    pub ntlm: u64,
+    /// NTLM handshakes by fallback reason (see [`Fallback::reason`]).
+    pub ntlm_reasons: BTreeMap<&'static str, u64>,
+}
+
+impl ClientSchemes {
+    fn entry(&mut self, client: &ClientIdentity) -> &mut SchemeCounts {
+        let label = client
+            .forwarded_for
+            .clone()
+            .or_else(|| client.frontend.map(|f| f.ip().to_string()))
+            .unwrap_or_else(|| "unidentified".to_string());
+        if !self.clients.contains_key(&label) && self.clients.len() >= MAX_SUMMARY_CLIENTS {
+            return &mut self.other_clients;
+        }
+        self.clients.entry(label).or_default()
+    }
+
+    fn kerberos(&mut self, client: &ClientIdentity) {
+        self.entry(client).kerberos += 1;
+    }
+
+    fn ntlm(&mut self, client: &ClientIdentity, fallback: Option<&Fallback>) {
+        let e = self.entry(client);
+        e.ntlm += 1;
+        *e.ntlm_reasons
+            .entry(fallback.map_or("unknown", |f| f.reason))
+            .or_default() += 1;
+    }
 }
 
 fn sock(addr: &[u8; 16], family: u8, port: u16) -> SocketAddr {
@@ -267,6 +329,7 @@ impl Correlator {
             last_ns: 0,
             stats: Stats::default(),
             auth_updates: Vec::new(),
+            clients: ClientSchemes::default(),
         }
     }
 
@@ -369,6 +432,8 @@ impl Correlator {
                 closing: false,
                 last_ns: h.timestamp_ns,
                 names: None,
+                krb_error: None,
+                offers: 0,
             },
         );
         let slot = self.slots.entry(key).or_default();
@@ -510,12 +575,15 @@ impl Correlator {
         let mut kind = ReqKind::Plain;
         let mut verdict = None;
         let mut user = None;
+        let mut fallback = None;
+        let mut kerberos = None;
         let mut has_credentials = false;
         for t in tokens {
             match &t.auth {
                 Auth::Negotiate { .. } => {
                     has_credentials = true;
                     kind = ReqKind::Type1;
+                    fallback = self.fallback_of(id, t);
                     self.deauthenticate(id);
                     if let Some(c) = self.conns.get_mut(&id) {
                         if let Some(old) = c.challenge.take()
@@ -540,6 +608,7 @@ impl Correlator {
                     if matches!(t.auth, Auth::Kerberos) {
                         self.stats.kerberos += 1;
                         kind = ReqKind::Kerberos;
+                        kerberos = t.negotiate.as_ref().and_then(|n| n.kerberos.clone());
                     }
                     self.deauthenticate(id);
                 }
@@ -567,8 +636,40 @@ impl Correlator {
                 at_ns: now,
                 verdict,
                 user,
+                fallback,
+                kerberos,
             });
         }
+    }
+
+    /// How a Type-1 shows the client came to NTLM rather than Kerberos.
+    fn fallback_of(&self, id: u64, t: &Decoded) -> Option<Fallback> {
+        let c = self.conns.get(&id)?;
+        let (spnego, mechs) = match &t.negotiate {
+            Some(n) => (n.spnego, n.mech_types.as_slice()),
+            None => (false, &[][..]),
+        };
+        let offered = mechs.contains(&"kerberos");
+        let reason = if c.krb_error.is_some() {
+            "krb_error"
+        } else if offered && mechs.first() == Some(&"kerberos") {
+            "no_kerberos_ticket"
+        } else if offered {
+            "ntlm_preferred"
+        } else if spnego {
+            "kerberos_not_offered"
+        } else if c.offers & OFFER_NTLM != 0 && c.offers & OFFER_NEGOTIATE == 0 {
+            "server_offers_ntlm_only"
+        } else {
+            "ntlm_direct"
+        };
+        Some(Fallback {
+            spnego,
+            kerberos_offered: offered,
+            reason,
+            krb_error_code: c.krb_error.map(|e| e.0),
+            krb_error_name: c.krb_error.and_then(|e| e.1),
+        })
     }
 
     /// The connection is no longer authenticated (a new handshake began on it).
@@ -635,6 +736,7 @@ impl Correlator {
         v.domain = ctx.domain.clone();
         v.request = request.clone();
         v.mechanism = ctx.mechanism;
+        v.kerberos = ctx.kerberos.clone();
         Some(v)
     }
 
@@ -767,6 +869,7 @@ impl Correlator {
             c.challenge = None;
         }
         let ch = self.challenges.get(&ch_id)?;
+        v.fallback = ch.fallback.clone();
         v.server_challenge = Some(ch.info.server_challenge);
         v.challenge_key = ch.info.id.as_ref().map(|i| i.key).or(v.challenge_key);
         let mut ch_leg = ch.leg.clone();
@@ -923,6 +1026,37 @@ impl Correlator {
             self.stats.responses_unmatched += 1;
         }
         let leg = c.leg(now);
+        let offers = tokens.iter().fold(0, |o, t| match (&t.auth, t.scheme) {
+            (Auth::Offer, tracker_ntlm::Scheme::Negotiate) => o | OFFER_NEGOTIATE,
+            (Auth::Offer, tracker_ntlm::Scheme::Ntlm) => o | OFFER_NTLM,
+            _ => o,
+        });
+        if offers != 0 {
+            c.offers = offers;
+        }
+        if let Some(e) = tokens
+            .iter()
+            .filter_map(|t| {
+                t.negotiate
+                    .as_ref()?
+                    .kerberos
+                    .as_ref()?
+                    .error_code
+                    .map(|code| (code, t))
+            })
+            .map(|(code, t)| {
+                (
+                    code,
+                    t.negotiate
+                        .as_ref()
+                        .and_then(|n| n.kerberos.as_ref())
+                        .and_then(|k| k.error_name),
+                )
+            })
+            .next()
+        {
+            c.krb_error = Some(e);
+        }
         for t in tokens {
             if let Auth::Challenge(info) = &t.auth {
                 self.new_challenge(id, leg.clone(), info, t, req.as_ref(), closes);
@@ -942,9 +1076,18 @@ impl Correlator {
                     self.stats.handshakes_failed += 1;
                 }
             }
-            if v.class != Class::Handshake || self.cfg.handshakes {
+            if matches!(req.kind, ReqKind::Type3) {
+                self.clients.ntlm(&v.client, v.fallback.as_ref());
+            }
+            if v.class.is_violation() || self.cfg.handshakes {
                 self.count(&v);
                 out.push(v);
+            }
+        }
+        if matches!(req.kind, ReqKind::Kerberos) {
+            self.clients.kerberos(&req.identity);
+            if self.cfg.handshakes {
+                out.push(self.kerberos_handshake(id, &req, head, tokens, status, outcome, now));
             }
         }
         let Some(c) = self.conns.get_mut(&id) else {
@@ -959,6 +1102,7 @@ impl Correlator {
                     domain,
                     mechanism: "ntlm",
                     leg: c.leg(req.at_ns),
+                    kerberos: None,
                 });
                 true
             }
@@ -975,6 +1119,7 @@ impl Correlator {
                     domain: None,
                     mechanism: "kerberos",
                     leg: c.leg(req.at_ns),
+                    kerberos: req.kerberos.clone(),
                 });
                 true
             }
@@ -985,6 +1130,42 @@ impl Correlator {
         } else if matches!(req.kind, ReqKind::Type3) {
             self.deauthenticate(id);
         }
+    }
+
+    /// A Kerberos request and its answer, for `--handshakes`.
+    #[allow(clippy::too_many_arguments)]
+    fn kerberos_handshake(
+        &self,
+        id: u64,
+        req: &PendingReq,
+        head: &Head,
+        tokens: &[Decoded],
+        status: Option<u16>,
+        outcome: Outcome,
+        now: u64,
+    ) -> Verdict {
+        let mut v = Verdict::new(Class::KerberosHandshake, now);
+        v.mechanism = "kerberos";
+        v.client = req.identity.clone();
+        v.status = status;
+        v.outcome = outcome;
+        v.persistent_auth = head.persistent_auth;
+        v.evidence = vec![Evidence::SameConnection];
+        if let Some(c) = self.conns.get(&id) {
+            v.authenticate_leg = Some(c.leg(req.at_ns));
+        }
+        let mut k = req.kerberos.clone().unwrap_or_default();
+        // The answer's KRB-ERROR, if any, says why the request failed.
+        if let Some(e) = tokens
+            .iter()
+            .filter_map(|t| t.negotiate.as_ref()?.kerberos.as_ref())
+            .find(|k| k.error_code.is_some())
+        {
+            k.error_code = e.error_code;
+            k.error_name = e.error_name;
+        }
+        v.kerberos = Some(k);
+        v
     }
 
     fn new_challenge(
@@ -1044,6 +1225,7 @@ impl Correlator {
                 closing,
                 answered: false,
                 expired: false,
+                fallback: req.and_then(|r| r.fallback.clone()),
             },
         );
     }
@@ -1161,7 +1343,7 @@ impl Correlator {
     fn flush_pending(&mut self, c: &mut Conn, out: &mut Vec<Verdict>) {
         for mut p in c.pending.drain(..) {
             if let Some(v) = p.verdict.take()
-                && (v.class != Class::Handshake || self.cfg.handshakes)
+                && (v.class.is_violation() || self.cfg.handshakes)
             {
                 if v.class.is_violation() {
                     *self.stats.alerts.entry(v.class.as_str()).or_default() += 1;

@@ -785,3 +785,177 @@ fn authenticated_connections_are_handed_to_the_kernel() {
     run(&mut replay, recs, false);
     assert_eq!(replay.drain_auth_updates().count(), 0);
 }
+
+/// The value of the `n`-th line of `d` ('C' / 'S') that carries a token.
+fn fixture_line(name: &str, d: char, n: usize) -> String {
+    ts::fixture(name)
+        .into_iter()
+        .filter(|(x, l)| *x == d && l.split_whitespace().count() >= 3)
+        .nth(n)
+        .map(|(_, l)| format!("{l}\r\n"))
+        .unwrap()
+}
+
+/// Issue 12: a real Kerberos logon (MIT KDC, pyspnego) answered with Persistent-Auth: true,
+/// then another client's anonymous request: the reuse names the scheme, realm and service
+/// principal; the handshake record carries the same cleartext; nothing encrypted leaks.
+#[test]
+fn kerberos_logon_reuse_names_realm_and_service() {
+    let x1 = "X-Forwarded-For: 10.9.0.1\r\n";
+    let mut a = Conn::new(&lb(40020), WEB1, 100);
+    let ap_req = fixture_line("krb_negotiate_ap_req", 'C', 0);
+    let ap_rep = fixture_line("krb_negotiate_ap_req", 'S', 0);
+    let recs = vec![
+        a.req(SEC, &format!("{x1}{ap_req}")),
+        a.resp(SEC + 1, 200, &format!("Persistent-Auth: true\r\n{ap_rep}")),
+        a.req(SEC + 2, x1),
+        a.resp(SEC + 3, 200, ""),
+        a.req(SEC + 4, "X-Forwarded-For: 10.9.0.2\r\n"),
+        a.resp(SEC + 5, 200, ""),
+    ];
+    let mut p = pipeline(true);
+    let v = run(&mut p, recs, true);
+    assert_eq!(
+        classes(&v),
+        vec![Class::KerberosHandshake, Class::AuthContextReuse],
+        "{v:#?}"
+    );
+    let k = v[0].kerberos.as_ref().unwrap();
+    assert_eq!(k.message, "ap_req");
+    assert_eq!(k.realm.as_deref(), Some("LAB.TEST"));
+    assert_eq!(k.service_principal.as_deref(), Some("HTTP/www.lab.test"));
+    assert_eq!(k.ticket_etype, Some(18));
+    assert_eq!(v[0].persistent_auth, Some(true));
+    assert_eq!(v[0].outcome, Outcome::Success);
+    let r = &v[1];
+    assert_eq!(r.mechanism, "kerberos");
+    assert_eq!(r.user, None, "the Kerberos user is inside the ticket");
+    assert_eq!(
+        r.kerberos.as_ref().unwrap().realm.as_deref(),
+        Some("LAB.TEST")
+    );
+    assert_eq!(
+        r.authenticated_client
+            .as_ref()
+            .unwrap()
+            .forwarded_for
+            .as_deref(),
+        Some("10.9.0.1")
+    );
+    assert_eq!(r.client.forwarded_for.as_deref(), Some("10.9.0.2"));
+    let sum = &p.correlator().clients;
+    assert_eq!(sum.clients["10.9.0.1"].kerberos, 1);
+    // The events: scheme, realm and principal; no token bytes.
+    let ctx = crate::event::Context::new(Default::default());
+    let text: String = v
+        .iter()
+        .map(|v| ctx.verdict(v).to_string())
+        .collect::<Vec<_>>()
+        .join("\n");
+    assert!(text.contains("\"auth_scheme\":\"kerberos\""), "{text}");
+    assert!(text.contains("HTTP/www.lab.test"), "{text}");
+    let token = ap_req.split_whitespace().nth(2).unwrap();
+    assert!(!text.contains(&token[..40]), "raw token in an event");
+}
+
+/// A KRB-ERROR answer is named in the Kerberos handshake record, and the NTLM that follows
+/// on the connection is a fallback with the error's code.
+#[test]
+fn krb_error_then_ntlm_is_a_fallback_with_the_code() {
+    let x = "X-Forwarded-For: 10.9.0.3\r\n";
+    let mut a = Conn::new(&lb(40021), WEB1, 100);
+    let mut recs = vec![
+        a.req(
+            SEC,
+            &format!("{x}{}", fixture_line("krb_error_bad_kvno", 'C', 0)),
+        ),
+        a.resp(SEC + 1, 401, &fixture_line("krb_error_bad_kvno", 'S', 0)),
+    ];
+    recs.extend(challenge_on(&mut a, SEC + 2, "web1", 51, x));
+    recs.push(a.req(
+        SEC + 4,
+        &format!("{x}{}", auth(&ts::type3("alice", "web1", 51))),
+    ));
+    recs.push(a.resp(SEC + 5, 200, ""));
+    let mut p = pipeline(true);
+    let v = run(&mut p, recs, true);
+    assert_eq!(
+        classes(&v),
+        vec![Class::KerberosHandshake, Class::Handshake],
+        "{v:#?}"
+    );
+    let k = v[0].kerberos.as_ref().unwrap();
+    assert_eq!(k.error_code, Some(44));
+    assert_eq!(v[0].outcome, Outcome::Failure);
+    let f = v[1].fallback.as_ref().unwrap();
+    assert_eq!((f.reason, f.krb_error_code), ("krb_error", Some(44)));
+    let sum = &p.correlator().clients.clients["10.9.0.3"];
+    assert_eq!((sum.kerberos, sum.ntlm), (1, 1));
+    assert_eq!(sum.ntlm_reasons["krb_error"], 1);
+}
+
+/// The fallback reason of each way a client reaches NTLM.
+#[test]
+fn ntlm_fallback_reasons() {
+    let cases = [
+        // pyspnego after Kerberos failed (unknown SPN): SPNEGO listing NTLM only.
+        (
+            fixture_line("krb_fallback_ntlm", 'C', 0),
+            "kerberos_not_offered",
+            true,
+            false,
+        ),
+        // Windows-like: [MS-KRB5, KRB5, NTLM] with an NTLM mechToken.
+        (
+            fixture_line("krb_fallback_ntlm", 'C', 1),
+            "no_kerberos_ticket",
+            true,
+            true,
+        ),
+        // Raw NTLM under the Negotiate scheme, and the NTLM scheme.
+        (
+            format!("Authorization: Negotiate {}\r\n", ts::type1()),
+            "ntlm_direct",
+            false,
+            false,
+        ),
+        (auth(&ts::type1()), "ntlm_direct", false, false),
+    ];
+    for (i, (type1, reason, spnego, offered)) in cases.into_iter().enumerate() {
+        let x = "X-Forwarded-For: 10.9.0.4\r\n";
+        let mut a = Conn::new(&lb(40030 + i as u16), WEB1, 100);
+        let stamp = 60 + i as u64;
+        let recs = vec![
+            a.req(SEC, &format!("{x}{type1}")),
+            a.resp(SEC + 1, 401, &chal(&ts::type2("web1", stamp, *b"chal0060"))),
+            a.req(
+                SEC + 2,
+                &format!("{x}{}", auth(&ts::type3("alice", "web1", stamp))),
+            ),
+            a.resp(SEC + 3, 200, ""),
+        ];
+        let v = run(&mut pipeline(true), recs, true);
+        assert_eq!(classes(&v), vec![Class::Handshake], "case {i}: {v:#?}");
+        let f = v[0].fallback.as_ref().unwrap();
+        assert_eq!(
+            (f.reason, f.spnego, f.kerberos_offered),
+            (reason, spnego, offered),
+            "case {i}"
+        );
+    }
+    // The server offered NTLM only: the client had no choice.
+    let mut a = Conn::new(&lb(40040), WEB1, 100);
+    let recs = vec![
+        a.req(SEC, ""),
+        a.resp(SEC + 1, 401, "WWW-Authenticate: NTLM\r\n"),
+        a.req(SEC + 2, &auth(&ts::type1())),
+        a.resp(SEC + 3, 401, &chal(&ts::type2("web1", 70, *b"chal0070"))),
+        a.req(SEC + 4, &auth(&ts::type3("alice", "web1", 70))),
+        a.resp(SEC + 5, 200, ""),
+    ];
+    let v = run(&mut pipeline(true), recs, true);
+    assert_eq!(
+        v[0].fallback.as_ref().map(|f| f.reason),
+        Some("server_offers_ntlm_only")
+    );
+}

@@ -7,7 +7,7 @@ use std::{net::SocketAddr, sync::Arc};
 use serde::Serialize;
 use tracker_ntlm::hash::ChallengeKey;
 
-use crate::decode::ServerNames;
+use crate::decode::{KerberosInfo, ServerNames};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, PartialOrd, Ord)]
 #[serde(rename_all = "snake_case")]
@@ -19,6 +19,8 @@ pub enum Class {
     AuthContextReuse,
     /// Not a violation: a handshake completed on one connection (emitted with `--handshakes`).
     Handshake,
+    /// Not a violation: a Kerberos request and its answer (emitted with `--handshakes`).
+    KerberosHandshake,
 }
 
 impl Class {
@@ -38,11 +40,12 @@ impl Class {
             Class::AbandonedChallenge => "abandoned_challenge",
             Class::AuthContextReuse => "auth_context_reuse",
             Class::Handshake => "ntlm_handshake",
+            Class::KerberosHandshake => "kerberos_handshake",
         }
     }
 
     pub fn is_violation(self) -> bool {
-        self != Class::Handshake
+        !matches!(self, Class::Handshake | Class::KerberosHandshake)
     }
 }
 
@@ -200,6 +203,32 @@ pub struct Verdict {
     pub mechanism: &'static str,
     pub ntlmv2: Option<bool>,
     pub channel_bindings: bool,
+    /// Kerberos cleartext: of the request (kerberos_handshake) or of the logon a reused
+    /// connection carries (auth_context_reuse).
+    pub kerberos: Option<KerberosInfo>,
+    /// The answer's `Persistent-Auth` (kerberos_handshake).
+    pub persistent_auth: Option<bool>,
+    /// For NTLM: how the client came to NTLM rather than Kerberos.
+    pub fallback: Option<Fallback>,
+}
+
+/// Why a handshake is NTLM and not Kerberos, as far as the wire shows (`--handshakes`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Fallback {
+    /// The Type-1 came inside SPNEGO (`Negotiate YII…`), not raw.
+    pub spnego: bool,
+    /// Kerberos was among the client's SPNEGO mechTypes.
+    pub kerberos_offered: bool,
+    /// `krb_error` (the server answered a Kerberos request with a KRB-ERROR),
+    /// `no_kerberos_ticket` (Kerberos offered first, yet the token is NTLM: the client had
+    /// no ticket for the service), `ntlm_preferred` (NTLM listed before Kerberos),
+    /// `kerberos_not_offered` (SPNEGO without Kerberos), `server_offers_ntlm_only`
+    /// (the 401 offered NTLM and no Negotiate), `ntlm_direct` (raw NTLM, no SPNEGO).
+    pub reason: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub krb_error_code: Option<i32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub krb_error_name: Option<&'static str>,
 }
 
 impl Verdict {
@@ -226,6 +255,9 @@ impl Verdict {
             mechanism: "ntlm",
             ntlmv2: None,
             channel_bindings: false,
+            kerberos: None,
+            persistent_auth: None,
+            fallback: None,
         }
     }
 }
