@@ -1034,28 +1034,12 @@ impl Correlator {
         if offers != 0 {
             c.offers = offers;
         }
-        if let Some(e) = tokens
+        if let Some(k) = tokens
             .iter()
-            .filter_map(|t| {
-                t.negotiate
-                    .as_ref()?
-                    .kerberos
-                    .as_ref()?
-                    .error_code
-                    .map(|code| (code, t))
-            })
-            .map(|(code, t)| {
-                (
-                    code,
-                    t.negotiate
-                        .as_ref()
-                        .and_then(|n| n.kerberos.as_ref())
-                        .and_then(|k| k.error_name),
-                )
-            })
-            .next()
+            .filter_map(|t| t.negotiate.as_ref()?.kerberos.as_ref())
+            .find(|k| k.error_code.is_some())
         {
-            c.krb_error = Some(e);
+            c.krb_error = k.error_code.map(|code| (code, k.error_name));
         }
         for t in tokens {
             if let Auth::Challenge(info) = &t.auth {
