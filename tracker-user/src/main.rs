@@ -417,6 +417,13 @@ fn print_summary(file: &std::path::Path, s: &replay::Summary, p: &Pipeline) {
         s.unparseable,
         c.evicted_connections,
     );
+    let clients = p.correlator().clients.report(20);
+    if !clients.is_empty() {
+        eprintln!("  schemes by client (X-Forwarded-For; NTLM reasons: see docs/events.md):");
+        for line in clients {
+            eprintln!("    {line}");
+        }
+    }
 }
 
 fn log_once(e: &dyn std::fmt::Display) {

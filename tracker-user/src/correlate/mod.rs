@@ -272,6 +272,45 @@ impl ClientSchemes {
         self.entry(client).kerberos += 1;
     }
 
+    /// One line per client, those with the most NTLM first (who still falls back, and why),
+    /// at most `limit` lines plus one for the rest.
+    pub fn report(&self, limit: usize) -> Vec<String> {
+        let mut rows: Vec<(&str, &SchemeCounts)> =
+            self.clients.iter().map(|(k, v)| (k.as_str(), v)).collect();
+        if self.other_clients.kerberos + self.other_clients.ntlm > 0 {
+            rows.push(("(clients beyond the summary bound)", &self.other_clients));
+        }
+        rows.sort_by(|a, b| {
+            b.1.ntlm
+                .cmp(&a.1.ntlm)
+                .then(b.1.kerberos.cmp(&a.1.kerberos))
+        });
+        let mut out: Vec<String> = rows
+            .iter()
+            .take(limit)
+            .map(|(client, c)| {
+                let why = c
+                    .ntlm_reasons
+                    .iter()
+                    .map(|(r, n)| format!("{r} {n}"))
+                    .collect::<Vec<_>>()
+                    .join(", ");
+                if why.is_empty() {
+                    format!("{client:<24} kerberos {:<6} ntlm {}", c.kerberos, c.ntlm)
+                } else {
+                    format!(
+                        "{client:<24} kerberos {:<6} ntlm {} ({why})",
+                        c.kerberos, c.ntlm
+                    )
+                }
+            })
+            .collect();
+        if rows.len() > limit {
+            out.push(format!("… and {} more clients", rows.len() - limit));
+        }
+        out
+    }
+
     fn ntlm(&mut self, client: &ClientIdentity, fallback: Option<&Fallback>) {
         let e = self.entry(client);
         e.ntlm += 1;

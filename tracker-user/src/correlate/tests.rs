@@ -892,6 +892,12 @@ fn krb_error_then_ntlm_is_a_fallback_with_the_code() {
     let sum = &p.correlator().clients.clients["10.9.0.3"];
     assert_eq!((sum.kerberos, sum.ntlm), (1, 1));
     assert_eq!(sum.ntlm_reasons["krb_error"], 1);
+    let report = p.correlator().clients.report(5);
+    assert_eq!(report.len(), 1);
+    assert!(
+        report[0].starts_with("10.9.0.3") && report[0].ends_with("ntlm 1 (krb_error 1)"),
+        "{report:?}"
+    );
 }
 
 /// The fallback reason of each way a client reaches NTLM.
@@ -958,4 +964,21 @@ fn ntlm_fallback_reasons() {
         v[0].fallback.as_ref().map(|f| f.reason),
         Some("server_offers_ntlm_only")
     );
+}
+
+#[test]
+fn client_summary_is_bounded() {
+    let mut s = ClientSchemes::default();
+    for i in 0..MAX_SUMMARY_CLIENTS + 5 {
+        let id = ClientIdentity {
+            forwarded_for: Some(format!("10.{}.{}.{}", i >> 16, (i >> 8) & 255, i & 255)),
+            ..ClientIdentity::default()
+        };
+        s.ntlm(&id, None);
+    }
+    assert_eq!(s.clients.len(), MAX_SUMMARY_CLIENTS);
+    assert_eq!(s.other_clients.ntlm, 5);
+    let r = s.report(3);
+    assert_eq!(r.len(), 4);
+    assert!(r[3].contains("more clients"), "{r:?}");
 }
