@@ -134,7 +134,7 @@ impl Context {
         }
         let mut v = json!({
             "@timestamp": self.timestamp(h.timestamp_ns),
-            "event": { "kind": "event", "category": ["network", "authentication"], "action": "ntlm_message", "dataset": "ntlm_affinity.message" },
+            "event": { "kind": "event", "category": ["network", "authentication"], "action": if matches!(t.auth, Auth::Undecodable(_)) { "undecodable_token" } else { "ntlm_message" }, "dataset": "ntlm_affinity.message" },
             "observer": { "hostname": self.observer, "ingress_or_egress": direction, "interface": self.ifname(h.ifindex) },
             "source": { "ip": src.ip().to_string(), "port": src.port() },
             "destination": { "ip": dst.ip().to_string(), "port": dst.port() },
@@ -142,6 +142,19 @@ impl Context {
             "ntlm": ntlm,
             "ntlm_affinity": na,
         });
+        if let Some(n) = &t.negotiate {
+            if let Some(k) = &n.kerberos {
+                v["kerberos"] = json!(k);
+            }
+            if n.spnego {
+                let mut sp = json!(n);
+                if let Some(o) = sp.as_object_mut() {
+                    o.remove("kerberos");
+                    o.remove("spnego");
+                }
+                v["ntlm_affinity"]["spnego"] = sp;
+            }
+        }
         if let Some(http) = http_fields(&m.head.start, None) {
             v["http"] = http;
         }

@@ -54,8 +54,14 @@ pub struct Pipeline {
     verdicts: Vec<Verdict>,
     tokens: Vec<Decoded>,
     last_tick_ns: u64,
+    /// Flows (direction, generation) that already reported an undecodable token.
+    undecodable_flows: std::collections::HashSet<(tracker_common::FlowKey, u64)>,
     pub stats: Stats,
 }
+
+/// Flows remembered for the once-per-flow undecodable report; when full, the set starts
+/// over (a flow may then report twice, never an unbounded set).
+const MAX_UNDECODABLE_FLOWS: usize = 65_536;
 
 const TICK_NS: u64 = 1_000_000_000;
 
@@ -81,6 +87,7 @@ impl Pipeline {
             verdicts: Vec::new(),
             tokens: Vec::new(),
             last_tick_ns: 0,
+            undecodable_flows: std::collections::HashSet::new(),
             stats: Stats::default(),
         }
     }
@@ -133,8 +140,12 @@ impl Pipeline {
             .filter(|t| t.auth.message_type().is_some())
             .count() as u64;
         self.corr.on_head(&rec, &head, &tokens, &mut self.verdicts);
-        if self.messages {
-            for t in &tokens {
+        for t in &tokens {
+            // Hostile or broken tokens: every one with --messages, else once per flow.
+            let report = !self.messages
+                && matches!(t.auth, crate::decode::Auth::Undecodable(_))
+                && self.first_undecodable(&rec);
+            if self.messages || report {
                 out.push(Output::Message(Box::new(Message {
                     rec,
                     head: head.clone(),
@@ -143,6 +154,13 @@ impl Pipeline {
             }
         }
         self.tokens = tokens;
+    }
+
+    fn first_undecodable(&mut self, rec: &RecordHeader) -> bool {
+        if self.undecodable_flows.len() >= MAX_UNDECODABLE_FLOWS {
+            self.undecodable_flows.clear();
+        }
+        self.undecodable_flows.insert((rec.key, rec.generation))
     }
 
     fn flush(&mut self, out: &mut Vec<Output>) {

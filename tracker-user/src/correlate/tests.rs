@@ -982,3 +982,62 @@ fn client_summary_is_bounded() {
     assert_eq!(r.len(), 4);
     assert!(r[3].contains("more clients"), "{r:?}");
 }
+
+/// Hostile Negotiate tokens (indefinite DER length, a length past the end, deep nesting,
+/// not base64): counted, reported once per flow, never a panic; the flow goes on.
+#[test]
+fn hostile_negotiate_tokens_are_reported_once_per_flow() {
+    use base64::Engine as _;
+    let b64 = |b: &[u8]| base64::engine::general_purpose::STANDARD.encode(b);
+    let mut deep = vec![0x60u8, 0x80];
+    for _ in 0..40 {
+        deep.extend_from_slice(&[0xa0, 0x80]);
+    }
+    let hostile = [
+        b64(&[
+            0x60, 0x80, 0x06, 0x06, 0x2b, 0x06, 0x01, 0x05, 0x05, 0x02, 0x00, 0x00,
+        ]),
+        b64(&[0x60, 0x84, 0x7f, 0xff, 0xff, 0xff, 0x06, 0x06]),
+        b64(&deep),
+        b64(&[0x6e, 0x82, 0x01, 0x00, 0x30]),
+        "YII!!not base64!!".to_string(),
+    ];
+    let mut p = pipeline(false);
+    let mut out = Vec::new();
+    for (i, tok) in hostile.iter().enumerate() {
+        let mut a = Conn::new(&lb(40100 + i as u16), WEB1, 100);
+        for n in 0..3 {
+            let t = SEC * (n + 1);
+            p.push(
+                a.req(t, &format!("Authorization: Negotiate {tok}\r\n")),
+                &mut out,
+            );
+            p.push(
+                a.resp(t + 1, 401, "WWW-Authenticate: Negotiate\r\n"),
+                &mut out,
+            );
+        }
+    }
+    p.finish(&mut out);
+    let reports: Vec<_> = out
+        .iter()
+        .filter_map(|o| match o {
+            Output::Message(m) => Some(m),
+            Output::Verdict(_) => None,
+        })
+        .collect();
+    assert_eq!(reports.len(), hostile.len(), "one report per flow");
+    assert!(
+        reports
+            .iter()
+            .all(|m| matches!(m.token.auth, crate::decode::Auth::Undecodable(_)))
+    );
+    assert_eq!(
+        p.undecodable(),
+        3 * hostile.len() as u64,
+        "every one counted"
+    );
+    let ctx = crate::event::Context::new(Default::default());
+    let e = ctx.output(&out[0]);
+    assert_eq!(e["event"]["action"], "undecodable_token", "{e}");
+}
