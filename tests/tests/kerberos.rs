@@ -176,7 +176,7 @@ mod new_fields {
 
 /// The Kerberos clients every balancer scenario runs, one after the other, from distinct
 /// source addresses: browser-like (anonymous → 401 → AP-REQ → 200, then more requests),
-/// pre-emptive, and `curl --negotiate`: five Kerberos logons at least.
+/// pre-emptive, and `curl --negotiate`: four Kerberos logons at least.
 fn kerberos_clients(lab: &Lab, scenario: &str) {
     let browser = clients(
         lab,
@@ -193,11 +193,18 @@ fn kerberos_clients(lab: &Lab, scenario: &str) {
             "2",
         ],
     );
-    assert_eq!(
-        statuses(&browser, "kerberos"),
-        vec![200, 200],
-        "{scenario}: {browser:?}"
-    );
+    // A browser whose anonymous request is answered 200 (served by a pooled connection's
+    // logon, the leak itself) has no reason to authenticate: it sends no AP-REQ.
+    let leaked = statuses(&browser, "anonymous")
+        .iter()
+        .filter(|s| **s == 200)
+        .count();
+    let krb: Vec<u64> = browser
+        .iter()
+        .filter(|l| l["leg"] == "kerberos")
+        .map(|l| l["status"].as_u64().unwrap_or(0))
+        .collect();
+    assert_eq!(krb, vec![200; 2 - leaked], "{scenario}: {browser:?}");
     let pre = clients(
         lab,
         "negotiate-preemptive",
@@ -462,7 +469,7 @@ fn nginx_keepalive(test: &str, sc: &str, servers: &[usize]) {
         preemptive_then_anonymous(lab, sc, 3);
     });
     let s = summarize(sc, &truth);
-    assert_kerberos_logons(sc, &s, "true", 6);
+    assert_kerberos_logons(sc, &s, "true", 4);
     assert!(
         s.foreign_reuse > 0,
         "{sc}: no leak in the truth: {truth:#?}"
