@@ -227,19 +227,20 @@ class Ctx:
 
     def send(self, conn: Conn, leg: str, auth: typing.Optional[str] = None, version: str = "HTTP/1.1",
              close: bool = False, scheme: typing.Optional[str] = None,
-             user: typing.Optional[str] = None) -> Response:
+             user: typing.Optional[str] = None, path: typing.Optional[str] = None) -> Response:
         headers: typing.List[typing.Tuple[str, str]] = []
         if auth:
             headers.append((self.args.auth_header, auth))
         if close:
             headers.append(("Connection", "close"))
         src = conn.src
-        resp = conn.request(self.args.method, self.args.path, headers, version=version)
+        resp = conn.request(self.args.method, path or self.args.path, headers, version=version)
         emit({
             "client": self.kind, "run": self.run, "leg": leg, "conn": conn.num,  # type: ignore[attr-defined]
             "src": src, "http_version": version, "scheme": scheme, "status": resp.status,
             "server": resp.header("X-NTA-Server"), "user": (user or self.args.user) if auth else None,
             "closed": resp.closed, "persistent_auth": resp.header("Persistent-Auth"),
+            "path": path or self.args.path,
         })
         return resp
 
@@ -377,10 +378,10 @@ def flow_anon(c: Ctx) -> None:
     a = c.args
     conn = c.connect()
     try:
-        for _ in range(a.requests):
+        for i in range(a.requests):
             if conn.closed:
                 conn = c.connect()
-            c.send(conn, "request")
+            c.send(conn, "request", path=a.first_path if i == 0 and a.first_path else None)
             if a.then_interval:
                 time.sleep(a.then_interval)
     finally:
@@ -602,6 +603,7 @@ def main() -> int:
         sp.add_argument("--hold", type=float, default=0.0, help="abandon: keep the connection open SECS")
         sp.add_argument("--form", choices=["spnego", "krb5"], default="spnego", help="kerberos token form")
         sp.add_argument("--requests", type=int, default=1, help="anon: requests on the connection")
+        sp.add_argument("--first-path", help="anon: path of the first request (e.g. an anonymous folder)")
         sp.add_argument("--workstation", help="NetBIOS workstation name sent in the Type-1/3")
         sp.add_argument("--realm", default="LAB.TEST", help="Kerberos realm of --user")
         sp.add_argument("--ccache-dir", help="where each run's private credential cache goes (default: a temp dir)")

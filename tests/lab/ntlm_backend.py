@@ -340,6 +340,12 @@ class Handler(http.server.BaseHTTPRequestHandler):
         scheme_l = scheme.lower()
 
         if scheme_l not in ("ntlm", "negotiate") or not token_b64.strip():
+            if self.args.anonymous_path and self.path.startswith(self.args.anonymous_path):
+                # IIS anonymous authentication on this folder: served as nobody, whatever the
+                # connection's logon; the connection's state is left alone.
+                self._reply(200, "hello anonymous from %s\n" % HOSTNAME)
+                self._log("anonymous_allowed", 200)
+                return
             self._no_credentials(scheme or None)
             return
         canon = "NTLM" if scheme_l == "ntlm" else "Negotiate"
@@ -586,6 +592,9 @@ def main() -> int:
                    help="on: IIS default (authPersistNonNTLM=true, Kerberos logon kept, Persistent-Auth: true); "
                         "off: authPersistNonNTLM=false (Kerberos logon not kept, Persistent-Auth: false); "
                         "single-request: authPersistSingleRequest=true (no logon kept for any scheme)")
+    p.add_argument("--anonymous-path", metavar="PREFIX",
+                   help="requests without credentials under PREFIX are served 200 anonymously "
+                        "(IIS anonymous authentication on a folder, e.g. /public)")
     p.add_argument("--kerberos", action="store_true",
                    help="accept real Kerberos Negotiate tokens with the keytab of KRB5_KTNAME")
     p.add_argument("--ready-file", help="touch this file once listening")

@@ -274,6 +274,10 @@ pub struct LabConfig {
     /// IIS's logon persistence on the backends (default: IIS's `on`).
     #[serde(default)]
     pub persistent_auth: PersistentAuth,
+    /// Requests without credentials under this path prefix are served `200` anonymously
+    /// (IIS anonymous authentication on a folder, e.g. `/public/`). Default: none.
+    #[serde(default)]
+    pub anonymous_path: Option<String>,
 }
 
 /// IIS `windowsAuthentication` logon persistence, applied by every backend.
@@ -339,6 +343,7 @@ impl Default for LabConfig {
             backend_kind: BackendKind::Ntlm,
             kerberos: false,
             persistent_auth: PersistentAuth::On,
+            anonymous_path: None,
         }
     }
 }
@@ -392,6 +397,13 @@ impl LabConfig {
     /// Set the backends' logon persistence.
     pub fn with_persistent_auth(mut self, p: PersistentAuth) -> Self {
         self.persistent_auth = p;
+        self
+    }
+
+    /// Serve requests without credentials under `prefix` anonymously (see
+    /// [`LabConfig::anonymous_path`]).
+    pub fn with_anonymous_path(mut self, prefix: &str) -> Self {
+        self.anonymous_path = Some(prefix.to_string());
         self
     }
 

@@ -993,6 +993,10 @@ impl Lab {
         if self.topo.kdc.is_some() {
             argv.push("--kerberos".into());
         }
+        if let Some(prefix) = &self.cfg.anonymous_path {
+            argv.push("--anonymous-path".into());
+            argv.push(prefix.into());
+        }
         if self.cfg.proxy_auth {
             argv.push("--proxy-auth".into());
         }
