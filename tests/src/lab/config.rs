@@ -723,6 +723,53 @@ mod tests {
     }
 
     #[test]
+    fn kerberos_presets_and_files() {
+        for name in ["haproxy-reuse-always", "nginx-keepalive-2", "kerberos"] {
+            let cfg = LabConfig::preset(name).unwrap();
+            cfg.validate().unwrap();
+            assert!(cfg.kerberos, "{name}");
+        }
+        for name in ["haproxy", "nginx", "nginx-keepalive", "all"] {
+            assert!(!LabConfig::preset(name).unwrap().kerberos, "{name}");
+        }
+        let cfg = LabConfig::preset("kerberos").unwrap();
+        let h = haproxy_config(&cfg, Path::new("/run/nta-lab"));
+        assert_eq!(h.matches("http-reuse always").count(), 1);
+        assert_eq!(
+            "haproxy-reuse-always:81@1".parse::<Frontend>().unwrap(),
+            Frontend::new(81, Balancer::HaproxyReuseAlways).to(&[1])
+        );
+        let k = krb5_conf();
+        for want in [
+            "default_realm = LAB.TEST",
+            "dns_canonicalize_hostname = false",
+            "rdns = false",
+            "udp_preference_limit = 1",
+            "dns_lookup_kdc = false",
+            "kdc = 198.18.1.88:88",
+        ] {
+            assert!(k.contains(want), "krb5.conf lacks {want:?}:\n{k}");
+        }
+        let d = kdc_conf(Path::new("/run/nta-lab"));
+        assert!(d.contains("database_name = /run/nta-lab/kdc/principal"), "{d}");
+        assert!(!d.contains("/etc/") && !d.contains("/var/lib/"), "{d}");
+        // Saved labs from before the Kerberos fields still load, with Kerberos off.
+        let mut v = serde_json::to_value(&cfg).unwrap();
+        for f in ["kerberos", "persistent_auth", "anonymous_path"] {
+            v.as_object_mut().unwrap().remove(f);
+        }
+        let back: LabConfig = serde_json::from_value(v).unwrap();
+        assert!(!back.kerberos);
+        assert_eq!(back.persistent_auth, PersistentAuth::On);
+        let mut single = LabConfig::default();
+        single.persist_single_request = true;
+        assert_eq!(
+            single.effective_persistent_auth(),
+            PersistentAuth::SingleRequest
+        );
+    }
+
+    #[test]
     fn addresses_in_benchmark_range() {
         for i in 0..MAX_CLIENT_ADDRS {
             assert_eq!(client_addr(i).octets()[..2], [198, 18]);
