@@ -8,6 +8,17 @@
 //! served on a connection authenticated for another client, on that backend connection and
 //! server, and nothing else.
 //!
+//! Scenarios (one lab each, about a minute in all):
+//! 1 HAProxy default: no leak; the NTLM-in-SPNEGO fallback's handshakes are reported;
+//! 1b HAProxy default with an anonymous folder: the leak HAProxy's default does not prevent;
+//! 2 HAProxy `http-reuse always`; 3/4 NGINX upstream keepalive with one / two servers: leaks;
+//! 5 NGINX without keepalive, 6 `Persistent-Auth: false`, 7 authPersistSingleRequest: none;
+//! 7b (ignored) single-request with NTLM: a reproducer for the correlator.
+//!
+//! Run: `cargo build -p tracker-user && sudo CI=true NTA_TRACKER_BIN=target/debug/ntlm-affinity
+//! cargo test -p nta-tests --test kerberos -- --test-threads=1` (`--include-ignored` for 7b).
+//! Set `NTA_KERBEROS_FIELDS=1` to check the daemon's Kerberos fields (see `new_fields`).
+//!
 //! Needs root, iproute2, haproxy, nginx, curl, MIT Kerberos (krb5-kdc, krb5-admin-server,
 //! krb5-user) and Python 3 with pyspnego[kerberos] (`cargo xtask setup`). Without them the
 //! tests skip with a message, except under `CI=true`, where they fail.
