@@ -751,7 +751,10 @@ mod tests {
             assert!(k.contains(want), "krb5.conf lacks {want:?}:\n{k}");
         }
         let d = kdc_conf(Path::new("/run/nta-lab"));
-        assert!(d.contains("database_name = /run/nta-lab/kdc/principal"), "{d}");
+        assert!(
+            d.contains("database_name = /run/nta-lab/kdc/principal"),
+            "{d}"
+        );
         assert!(!d.contains("/etc/") && !d.contains("/var/lib/"), "{d}");
         // Saved labs from before the Kerberos fields still load, with Kerberos off.
         let mut v = serde_json::to_value(&cfg).unwrap();
@@ -761,8 +764,10 @@ mod tests {
         let back: LabConfig = serde_json::from_value(v).unwrap();
         assert!(!back.kerberos);
         assert_eq!(back.persistent_auth, PersistentAuth::On);
-        let mut single = LabConfig::default();
-        single.persist_single_request = true;
+        let single = LabConfig {
+            persist_single_request: true,
+            ..LabConfig::default()
+        };
         assert_eq!(
             single.effective_persistent_auth(),
             PersistentAuth::SingleRequest
