@@ -22,7 +22,22 @@ Clients (sub-commands):
               cipher text): stateless, must never be flagged by the tracker
   anon        requests without credentials on one keep-alive connection (--requests N):
               client B of the auth_context_reuse scenario
+
+Real Kerberos (the lab's KDC; KRB5_CONFIG from the lab; every run kinit's into a private
+KRB5CCNAME under --ccache-dir, so no two clients share tickets; the SPN is
+HTTP/--spn-host, default www.lab.test, while the TCP connection goes to --host):
+  negotiate-browser     anonymous request -> 401 Negotiate -> AP-REQ on the same
+                        connection -> 200, then --then N requests without credentials
+  negotiate-preemptive  a new connection whose first request already carries
+                        `Authorization: Negotiate <AP-REQ>`, then --then N requests
+  curl-negotiate        real `curl --negotiate -u :` (--resolve SPN-HOST:PORT:HOST),
+                        1 + --then requests in one curl process
+  negotiate-fallback    SPNEGO that cannot use Kerberos and falls back to NTLM inside
+                        SPNEGO: --fallback no-ticket (no ticket, NTLM account LAB\\user) or
+                        --fallback spn (a ticket, but the SPN is unknown to the KDC)
   drive       continuous mixed traffic for the demo/benchmarks (--mix, --duration)
+
+Kerberos legs print leg "kerberos"; the user field is the principal.
 
 Lab accounts only (LAB\\alice, LAB\\bob, ... with the lab password).
 """
@@ -37,12 +52,15 @@ import json
 import os
 import random
 import socket
+import subprocess
 import sys
+import tempfile
 import threading
 import time
 import typing
 
 import spnego
+import spnego.exceptions
 
 OUT_LOCK = threading.Lock()
 
@@ -83,6 +101,7 @@ class Conn:
         self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.rfile = self.sock.makefile("rb")
         self.host = host
+        self.host_header: typing.Optional[str] = None
         self.port = port
         self.closed = False
         name = self.sock.getsockname()
@@ -90,7 +109,7 @@ class Conn:
 
     def request(self, method: str, path: str, headers: typing.Sequence[typing.Tuple[str, str]],
                 version: str = "HTTP/1.1") -> Response:
-        lines = ["%s %s %s" % (method, path, version), "Host: %s:%d" % (self.host, self.port),
+        lines = ["%s %s %s" % (method, path, version), "Host: %s:%d" % (self.host_header or self.host, self.port),
                  "User-Agent: nta-lab-client/1"]
         lines += ["%s: %s" % kv for kv in headers]
         self.sock.sendall(("\r\n".join(lines) + "\r\n\r\n").encode())
@@ -202,24 +221,49 @@ class Ctx:
         self.nconn += 1
         c = Conn(self.args.host, self.args.port, self.source, self.args.timeout)
         c.num = self.nconn  # type: ignore[attr-defined]
+        if self.kind.startswith("negotiate") or self.kind.startswith("curl"):
+            c.host_header = self.args.spn_host
         return c
 
     def send(self, conn: Conn, leg: str, auth: typing.Optional[str] = None, version: str = "HTTP/1.1",
-             close: bool = False, scheme: typing.Optional[str] = None) -> Response:
+             close: bool = False, scheme: typing.Optional[str] = None,
+             user: typing.Optional[str] = None, path: typing.Optional[str] = None) -> Response:
         headers: typing.List[typing.Tuple[str, str]] = []
         if auth:
             headers.append((self.args.auth_header, auth))
         if close:
             headers.append(("Connection", "close"))
         src = conn.src
-        resp = conn.request(self.args.method, self.args.path, headers, version=version)
+        resp = conn.request(self.args.method, path or self.args.path, headers, version=version)
         emit({
             "client": self.kind, "run": self.run, "leg": leg, "conn": conn.num,  # type: ignore[attr-defined]
             "src": src, "http_version": version, "scheme": scheme, "status": resp.status,
-            "server": resp.header("X-NTA-Server"), "user": self.args.user if auth else None,
-            "closed": resp.closed,
+            "server": resp.header("X-NTA-Server"), "user": (user or self.args.user) if auth else None,
+            "closed": resp.closed, "persistent_auth": resp.header("Persistent-Auth"),
+            "path": path or self.args.path,
         })
         return resp
+
+    # ------------------------------------------------------------ Kerberos
+    def principal(self) -> str:
+        user = self.args.user.rpartition("\\")[2]
+        return user if "@" in user else "%s@%s" % (user, self.args.realm)
+
+    def kinit(self) -> str:
+        """A private credential cache for this run, with a TGT for the run's principal."""
+        path = os.path.join(self.args.ccache_dir, "cc-%s-%d-%d-%d" % (self.kind, os.getpid(), self.run,
+                                                                     threading.get_ident()))
+        ccache = "FILE:" + path
+        env = dict(os.environ, KRB5CCNAME=ccache)
+        r = subprocess.run(["kinit", self.principal()], input=(self.args.password + "\n").encode(),
+                           env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=self.args.timeout)
+        if r.returncode != 0:
+            raise ValueError("kinit %s: %s" % (self.principal(), r.stderr.decode(errors="replace").strip()))
+        return ccache
+
+    def krb_client(self, ccache: str) -> typing.Any:
+        return spnego.client(spnego.KerberosCCache(ccache=ccache), hostname=self.args.spn_host,
+                             service="HTTP", protocol="negotiate")
 
     def spnego_client(self, wrap: str) -> typing.Any:
         protocol = "negotiate" if wrap == "spnego" else "ntlm"
@@ -334,12 +378,118 @@ def flow_anon(c: Ctx) -> None:
     a = c.args
     conn = c.connect()
     try:
-        for _ in range(a.requests):
+        for i in range(a.requests):
             if conn.closed:
                 conn = c.connect()
-            c.send(conn, "request")
+            c.send(conn, "request", path=a.first_path if i == 0 and a.first_path else None)
             if a.then_interval:
                 time.sleep(a.then_interval)
+    finally:
+        conn.close()
+
+
+def _then(c: Ctx, conn: Conn) -> None:
+    for _ in range(c.args.then):
+        if conn.closed:
+            conn = c.connect()
+        c.send(conn, "request")
+        if c.args.then_interval:
+            time.sleep(c.args.then_interval)
+
+
+def _kerberos_leg(c: Ctx, conn: Conn, cli: typing.Any) -> Response:
+    tok = cli.step()
+    r = c.send(conn, "kerberos", "Negotiate %s" % base64.b64encode(tok).decode(), scheme="Negotiate",
+               user=c.principal())
+    back = server_token(r, "Negotiate", c.args.challenge_header)
+    if r.status == 200 and back:
+        try:
+            cli.step(back)  # mutual authentication (AP-REP); the outcome is the server's 200
+        except Exception:  # noqa: BLE001 - informative only
+            pass
+    return r
+
+
+def flow_negotiate_browser(c: Ctx) -> None:
+    ccache = c.kinit()
+    conn = c.connect()
+    try:
+        r = c.send(conn, "anonymous")
+        offered = [v.split(" ")[0].lower() for v in r.headers_named(c.args.challenge_header)]
+        if r.status not in (401, 407) or "negotiate" not in offered:
+            return
+        if conn.closed:
+            conn = c.connect()
+        _kerberos_leg(c, conn, c.krb_client(ccache))
+        _then(c, conn)
+    finally:
+        conn.close()
+
+
+def flow_negotiate_preemptive(c: Ctx) -> None:
+    ccache = c.kinit()
+    conn = c.connect()
+    try:
+        _kerberos_leg(c, conn, c.krb_client(ccache))
+        _then(c, conn)
+    finally:
+        conn.close()
+
+
+def flow_curl_negotiate(c: Ctx) -> None:
+    a = c.args
+    ccache = c.kinit()
+    url = "http://%s:%d%s" % (a.spn_host, a.port, a.path)
+    cmd = ["curl", "-s", "-S", "--max-time", str(int(a.timeout) + 5), "--negotiate", "-u", ":",
+           "--resolve", "%s:%d:%s" % (a.spn_host, a.port, a.host),
+           "-w", "%{http_code} %{num_connects} %{local_ip}:%{local_port} %header{x-nta-server}\\n"]
+    if c.source:
+        cmd += ["--interface", c.source]
+    for _ in range(1 + a.then):
+        cmd += ["-o", "/dev/null", url]
+    r = subprocess.run(cmd, env=dict(os.environ, KRB5CCNAME=ccache), stdout=subprocess.PIPE,
+                       stderr=subprocess.PIPE, timeout=a.timeout * (2 + a.then))
+    conn_no = 0
+    for i, line in enumerate(r.stdout.decode(errors="replace").splitlines()):
+        f = line.split()
+        if len(f) < 3:
+            continue
+        conn_no += int(f[1]) if f[1].isdigit() else 0
+        emit({"client": c.kind, "run": c.run, "leg": "kerberos" if i == 0 else "request", "conn": conn_no,
+              "src": f[2], "http_version": "HTTP/1.1", "scheme": "Negotiate", "status": int(f[0]),
+              "server": f[3] if len(f) > 3 else None, "user": c.principal(), "closed": None})
+    if r.returncode != 0:
+        raise ValueError("curl exit %d: %s" % (r.returncode, r.stderr.decode(errors="replace").strip()))
+
+
+def flow_negotiate_fallback(c: Ctx) -> None:
+    a = c.args
+    creds: typing.List[typing.Any] = []
+    spn_host = a.spn_host
+    if a.fallback == "spn":
+        creds.append(spnego.KerberosCCache(ccache=c.kinit()))
+        spn_host = a.fallback_spn_host
+    else:
+        # No ticket anywhere: an empty private cache, and an NTLM-only account name.
+        creds.append(spnego.KerberosCCache(ccache="FILE:" + os.path.join(a.ccache_dir, "empty-%d-%d" % (
+            os.getpid(), c.run))))
+    creds.append(spnego.Password(a.user, a.password))
+    cli = spnego.client(creds, hostname=spn_host, service="HTTP", protocol="negotiate")
+    conn = c.connect()
+    try:
+        r = c.send(conn, "anonymous")
+        if conn.closed:
+            conn = c.connect()
+        t1 = cli.step()
+        r = c.send(conn, "type1", "Negotiate %s" % base64.b64encode(t1).decode(), scheme="Negotiate")
+        t2 = server_token(r, "Negotiate", a.challenge_header)
+        if r.status not in (401, 407) or t2 is None:
+            return
+        if conn.closed:
+            conn = c.connect()
+        t3 = cli.step(t2)
+        c.send(conn, "type3", "Negotiate %s" % base64.b64encode(t3).decode(), scheme="Negotiate")
+        _then(c, conn)
     finally:
         conn.close()
 
@@ -351,6 +501,10 @@ FLOWS: typing.Dict[str, typing.Callable[[Ctx], None]] = {
     "abandon": flow_abandon,
     "kerberos": flow_kerberos,
     "anon": flow_anon,
+    "negotiate-browser": flow_negotiate_browser,
+    "negotiate-preemptive": flow_negotiate_preemptive,
+    "curl-negotiate": flow_curl_negotiate,
+    "negotiate-fallback": flow_negotiate_fallback,
 }
 
 
@@ -359,7 +513,7 @@ def run_one(args: argparse.Namespace, kind: str, run: int, source: typing.Option
     try:
         FLOWS[kind](c)
         return True
-    except (OSError, ConnectionError, ValueError) as exc:
+    except (OSError, ConnectionError, ValueError, subprocess.SubprocessError, spnego.exceptions.SpnegoError) as exc:
         emit({"client": kind, "run": run, "leg": "error", "src": source, "error": "%s: %s" % (type(exc).__name__, exc)})
         return False
 
@@ -449,7 +603,14 @@ def main() -> int:
         sp.add_argument("--hold", type=float, default=0.0, help="abandon: keep the connection open SECS")
         sp.add_argument("--form", choices=["spnego", "krb5"], default="spnego", help="kerberos token form")
         sp.add_argument("--requests", type=int, default=1, help="anon: requests on the connection")
+        sp.add_argument("--first-path", help="anon: path of the first request (e.g. an anonymous folder)")
         sp.add_argument("--workstation", help="NetBIOS workstation name sent in the Type-1/3")
+        sp.add_argument("--realm", default="LAB.TEST", help="Kerberos realm of --user")
+        sp.add_argument("--ccache-dir", help="where each run's private credential cache goes (default: a temp dir)")
+        sp.add_argument("--fallback", choices=["no-ticket", "spn"], default="no-ticket",
+                        help="negotiate-fallback: why Kerberos is not possible")
+        sp.add_argument("--fallback-spn-host", default="nokrb.lab.test",
+                        help="negotiate-fallback --fallback spn: a host name without an SPN in the KDC")
 
     for name in FLOWS:
         common(sub.add_parser(name))
@@ -465,6 +626,14 @@ def main() -> int:
     args.challenge_header = "Proxy-Authenticate" if args.proxy else "WWW-Authenticate"
     if args.workstation:
         os.environ["NETBIOS_COMPUTER_NAME"] = args.workstation
+    tmp = None
+    if not args.ccache_dir:
+        tmp = tempfile.TemporaryDirectory(prefix="nta-ccache-")
+        args.ccache_dir = tmp.name
+    if args.spn_host is None and (args.cmd.startswith("negotiate") or args.cmd.startswith("curl")):
+        args.spn_host = "www.lab.test"
+    # Never the user's default ticket cache: a private, empty one for anything not kinit'ed.
+    os.environ["KRB5CCNAME"] = "FILE:" + os.path.join(args.ccache_dir, "default-%d" % os.getpid())
     try:
         if args.cmd == "drive":
             return cmd_drive(args)

@@ -9,6 +9,13 @@ Behaviour (what the lab relies on):
   * Once a connection is authenticated, later requests on it *without* credentials are
     served as that user (IIS authPersistNonNTLM / NTLM connection auth): the
     auth_context_reuse risk. `--persist-single-request` re-challenges instead.
+  * `--kerberos`: a real Kerberos `Negotiate` token (SPNEGO or raw GSS krb5) is accepted
+    with the keytab of KRB5_KTNAME (one round trip, `client_principal` is the user).
+    `--persistent-auth on|off|single-request` is IIS's authPersistNonNTLM /
+    authPersistSingleRequest: `on` keeps the Kerberos logon on the connection and answers
+    `Persistent-Auth: true`; `off` answers `Persistent-Auth: false` and keeps nothing (an
+    anonymous request on that connection gets a 401); `single-request` keeps no logon for
+    any scheme (NTLM included): every request re-authenticates.
   * Threaded, HTTP/1.1 keep-alive, honours HTTP/1.0 and `Connection: close`.
 
 Ground truth: one JSON line per outcome in --log (see README in this directory for the
@@ -158,6 +165,30 @@ def looks_kerberos(raw: bytes) -> bool:
     return NTLMSSP not in raw and any(oid in raw[:64] for oid in KRB5_OIDS)
 
 
+SPNEGO_OID = bytes.fromhex("06062b0601050502")
+MECH_NAMES = {
+    "1.2.840.113554.1.2.2": "kerberos",
+    "1.2.840.48018.1.2.2": "ms-kerberos",
+    "1.3.6.1.4.1.311.2.2.10": "ntlm",
+    "1.3.6.1.4.1.311.2.2.30": "negoex",
+}
+
+
+def spnego_mechs(raw: bytes) -> typing.Optional[typing.List[str]]:
+    """The mechTypes a SPNEGO NegTokenInit offers (names; OIDs when unknown), else None."""
+    if not raw.startswith(b"\x60") or SPNEGO_OID not in raw[:16]:
+        return None
+    try:
+        from spnego._spnego import NegTokenInit, unpack_token  # noqa: PLC0415
+
+        tok = unpack_token(raw)
+    except Exception:  # malformed input: the field is informative only
+        return None
+    if not isinstance(tok, NegTokenInit):
+        return None
+    return [MECH_NAMES.get(m, m) for m in tok.mech_types]
+
+
 # --------------------------------------------------------------------------- ground truth
 class TruthLog:
     def __init__(self, path: str) -> None:
@@ -202,6 +233,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
         self.auth_user: typing.Optional[str] = None
         self.auth_client: typing.Optional[typing.Tuple[typing.Optional[str], typing.Optional[str]]] = None
         self.auth_scheme: typing.Optional[str] = None
+        self.auth_kind: typing.Optional[str] = None  # "ntlm" | "kerberos" of the logon
         self.req_no = 0
 
     def log_message(self, format: str, *args: typing.Any) -> None:  # noqa: A002
@@ -234,11 +266,14 @@ class Handler(http.server.BaseHTTPRequestHandler):
                     break
                 n -= len(chunk)
 
-    def _reply(self, status: int, body: str, auth_values: typing.Sequence[str] = ()) -> None:
+    def _reply(self, status: int, body: str, auth_values: typing.Sequence[str] = (),
+               extra: typing.Sequence[typing.Tuple[str, str]] = ()) -> None:
         data = body.encode()
         self.send_response(status)
         for v in auth_values:
             self.send_header(self.challenge_header, v)
+        for k, v in extra:
+            self.send_header(k, v)
         self.send_header("Content-Type", "text/plain; charset=utf-8")
         self.send_header("Content-Length", str(len(data)))
         self.send_header("X-NTA-Server", HOSTNAME)
@@ -305,6 +340,12 @@ class Handler(http.server.BaseHTTPRequestHandler):
         scheme_l = scheme.lower()
 
         if scheme_l not in ("ntlm", "negotiate") or not token_b64.strip():
+            if self.args.anonymous_path and self.path.startswith(self.args.anonymous_path):
+                # IIS anonymous authentication on this folder: served as nobody, whatever the
+                # connection's logon; the connection's state is left alone.
+                self._reply(200, "hello anonymous from %s\n" % HOSTNAME)
+                self._log("anonymous_allowed", 200)
+                return
             self._no_credentials(scheme or None)
             return
         canon = "NTLM" if scheme_l == "ntlm" else "Negotiate"
@@ -318,6 +359,9 @@ class Handler(http.server.BaseHTTPRequestHandler):
 
         mtype = ntlm_type(raw)
         mech = "ntlm" if raw.startswith(NTLMSSP) else ("spnego-ntlm" if mtype is not None else "other")
+        if canon == "Negotiate" and looks_kerberos(raw) and self.args.kerberos:
+            self._kerberos(raw)
+            return
         if canon == "Negotiate" and looks_kerberos(raw):
             # No KDC / keytab in this lab: like IIS without a usable SPN, refuse with a fresh
             # offer. Stateless: no context is created, nothing about the connection changes.
@@ -335,7 +379,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
             self._log("failure", self.deny_status, scheme=canon, mech=mech, ntlm_type=mtype, reason="unexpected_message")
 
     def _no_credentials(self, scheme: typing.Optional[str]) -> None:
-        if self.auth_user is not None and not self.args.persist_single_request:
+        if self.auth_user is not None and self.args.persistent_auth != "single-request":
             xff, cport = self._client()
             auth_xff, auth_cport = self.auth_client or (None, None)
             same = xff == auth_xff and (cport is None or auth_cport is None or cport == auth_cport)
@@ -345,6 +389,9 @@ class Handler(http.server.BaseHTTPRequestHandler):
                 200,
                 user=self.auth_user,
                 scheme=self.auth_scheme,
+                auth_scheme=self.auth_kind,
+                realm=self.auth_realm(),
+                persisted_logon=True,
                 auth_xff=auth_xff,
                 auth_client_port=auth_cport,
                 same_client=same,
@@ -354,11 +401,55 @@ class Handler(http.server.BaseHTTPRequestHandler):
         self._reply(self.deny_status, "authentication required\n", self._offer())
         self._log("anonymous", self.deny_status, reason="no_credentials", offered_scheme=scheme)
 
+    def auth_realm(self) -> typing.Optional[str]:
+        if self.auth_kind == "kerberos" and self.auth_user and "@" in self.auth_user:
+            return self.auth_user.rpartition("@")[2]
+        return None
+
+    def _forget_logon(self) -> None:
+        self.auth_user = None
+        self.auth_client = None
+        self.auth_kind = None
+
+    def _kerberos(self, raw: bytes) -> None:
+        """A Kerberos AP-REQ (in SPNEGO or raw): one round trip, no state between requests
+        except the logon IIS keeps on the connection when authPersistNonNTLM is on."""
+        self._reset_ctx()
+        self._forget_logon()
+        facts: typing.Dict[str, typing.Any] = {"scheme": "Negotiate", "mech": "kerberos", "auth_scheme": "kerberos"}
+        mechs = spnego_mechs(raw)
+        if mechs is not None:
+            facts["spnego_mechs"] = mechs
+        try:
+            ctx = spnego.server(service="HTTP", protocol="negotiate")
+            out = ctx.step(raw)
+        except Exception as exc:  # gssapi / pyspnego raise many types; never log the token
+            facts["reason"] = "kerberos_failed"
+            facts["detail"] = type(exc).__name__
+            self._fail(facts)
+            return
+        if not ctx.complete or not ctx.client_principal:
+            facts["reason"] = "incomplete"
+            self._fail(facts)
+            return
+        principal = str(ctx.client_principal)
+        persist = self.args.persistent_auth == "on"
+        value = "true" if persist else "false"
+        if persist:
+            self.auth_user = principal
+            self.auth_client = self._client()
+            self.auth_scheme = "Negotiate"
+            self.auth_kind = "kerberos"
+        facts.update(user=principal, realm=principal.rpartition("@")[2] or None, persistent_auth=value)
+        values = ["Negotiate %s" % base64.b64encode(out).decode()] if out else []
+        self._reply(200, "hello %s from %s\n" % (principal, HOSTNAME), values, [("Persistent-Auth", value)])
+        self._log("success", 200, **facts)
+
     def _type1(self, canon: str, raw: bytes, mech: str, mtype: typing.Optional[int]) -> None:
         # A new handshake on a connection drops any previous logon of the connection.
         self._reset_ctx()
-        self.auth_user = None
-        self.auth_client = None
+        self._forget_logon()
+        mechs = spnego_mechs(raw)
         protocol = "ntlm" if canon == "NTLM" else "negotiate"
         try:
             ctx = spnego.server(service="HTTP", protocol=protocol)
@@ -381,8 +472,9 @@ class Handler(http.server.BaseHTTPRequestHandler):
                 if len(CHALLENGES) > 200000:
                     CHALLENGES.clear()
         self._reply(self.deny_status, "challenge\n", ["%s %s" % (canon, base64.b64encode(out).decode())])
-        self._log("challenge", self.deny_status, scheme=canon, mech=mech, ntlm_type=1,
-                  challenge_server=info["nb_computer_name"], challenge_ts=info["timestamp"])
+        extra = {"spnego_mechs": mechs} if mechs is not None else {}
+        self._log("challenge", self.deny_status, scheme=canon, mech=mech, ntlm_type=1, auth_scheme="ntlm",
+                  challenge_server=info["nb_computer_name"], challenge_ts=info["timestamp"], **extra)
 
     def _type3(self, canon: str, raw: bytes, mech: str) -> None:
         info = authenticate_info(raw)
@@ -390,11 +482,11 @@ class Handler(http.server.BaseHTTPRequestHandler):
         pending = self.pending
         ctx, ctx_scheme = self.ctx, self.ctx_scheme
         self._reset_ctx()
-        self.auth_user = None
-        self.auth_client = None
+        self._forget_logon()
         facts = {
             "scheme": canon,
             "mech": mech,
+            "auth_scheme": "ntlm",
             "ntlm_type": 3,
             "user": user,
             "workstation": info["workstation"],
@@ -448,12 +540,12 @@ class Handler(http.server.BaseHTTPRequestHandler):
         self.auth_user = principal
         self.auth_client = self._client()
         self.auth_scheme = canon
+        self.auth_kind = "ntlm"
         facts["user"] = principal
         values = ["%s %s" % (canon, base64.b64encode(out).decode())] if out else []
-        if self.args.persist_single_request:
+        if self.args.persistent_auth == "single-request":
             # authPersistSingleRequest: the logon covers this request only.
-            self.auth_user = None
-            self.auth_client = None
+            self._forget_logon()
         self._reply(200, "hello %s from %s\n" % (principal, HOSTNAME), values)
         self._log("success", 200, **facts)
 
@@ -494,13 +586,28 @@ def main() -> int:
     p.add_argument("--log", required=True, help="ground-truth NDJSON file (appended)")
     p.add_argument("--proxy-auth", action="store_true", help="behave like a proxy: 407 / Proxy-Authenticate")
     p.add_argument("--persist-single-request", action="store_true",
-                   help="IIS authPersistSingleRequest: re-challenge every request on an authenticated connection")
+                   help="IIS authPersistSingleRequest: re-challenge every request on an authenticated connection "
+                        "(same as --persistent-auth single-request)")
+    p.add_argument("--persistent-auth", choices=["on", "off", "single-request"], default="on",
+                   help="on: IIS default (authPersistNonNTLM=true, Kerberos logon kept, Persistent-Auth: true); "
+                        "off: authPersistNonNTLM=false (Kerberos logon not kept, Persistent-Auth: false); "
+                        "single-request: authPersistSingleRequest=true (no logon kept for any scheme)")
+    p.add_argument("--anonymous-path", metavar="PREFIX",
+                   help="requests without credentials under PREFIX are served 200 anonymously "
+                        "(IIS anonymous authentication on a folder, e.g. /public)")
+    p.add_argument("--kerberos", action="store_true",
+                   help="accept real Kerberos Negotiate tokens with the keytab of KRB5_KTNAME")
     p.add_argument("--ready-file", help="touch this file once listening")
     p.add_argument("-v", "--verbose", action="store_true")
     args = p.parse_args()
+    if args.persist_single_request:
+        args.persistent_auth = "single-request"
 
     if not os.environ.get("NTLM_USER_FILE"):
         print("ntlm_backend: NTLM_USER_FILE is not set", file=sys.stderr)
+        return 2
+    if args.kerberos and not os.environ.get("KRB5_KTNAME"):
+        print("ntlm_backend: --kerberos needs KRB5_KTNAME (the service keytab)", file=sys.stderr)
         return 2
     Handler.truth = TruthLog(args.log)
     Handler.args = args

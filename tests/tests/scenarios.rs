@@ -19,7 +19,6 @@ use std::collections::{BTreeMap, HashMap};
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::sync::{Mutex, MutexGuard};
 
 use nta_tests::lab::{
     self, Balancer, Frontend, LAB_PASSWORD, LB_BACKEND_IF, LB_FRONTEND_IF, Lab, LabConfig,
@@ -27,153 +26,15 @@ use nta_tests::lab::{
 };
 use serde_json::Value;
 use support::tracker::{Tracker, tracker_bin};
+use support::verdicts::{
+    COMMON, Key, actions, alert_key, alerts, assert_exact, clients, count, endpoint,
+    expected_alerts, lab_up, serial, sources, start_lab_tracker, statuses,
+};
 
-/// One lab per machine: the tests of this file run one after the other.
-static SERIAL: Mutex<()> = Mutex::new(());
-
-fn serial() -> MutexGuard<'static, ()> {
-    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-/// The lab, up, or `None` when this machine cannot run it (skip; a failure under CI=true).
-fn lab_up(test: &str, cfg: LabConfig) -> Option<Lab> {
-    if !support::privileged(test) {
-        return None;
-    }
-    match lab::check_prerequisites(&cfg) {
-        Ok(()) => {}
-        Err(e) if std::env::var("CI").is_ok_and(|v| v == "true") => {
-            panic!("{test}: lab prerequisites missing under CI=true (this must not skip): {e:#}")
-        }
-        Err(e) => {
-            eprintln!("{test}: SKIPPED (set CI=true to make this a failure): {e:#}");
-            return None;
-        }
-    }
-    Some(Lab::up(cfg).unwrap().down_on_drop(true))
-}
-
-/// Options every tracker of this file gets (live and replay).
-const COMMON: [&str; 2] = ["--client-port-header", "X-Client-Port"];
-
-/// `ntlm-affinity run` in the balancer namespace on `nta-be` + `nta-fe`.
+/// `ntlm-affinity run` in the balancer namespace on `nta-be` + `nta-fe`, with `--messages`
+/// (the tshark cross-check).
 fn start_tracker(lab: &Lab, extra: &[&str]) -> Tracker {
-    let mut cmd = lab.lb_command(tracker_bin());
-    cmd.args(lab.topology().tracker_args())
-        .args(["--stats-interval", "0", "--messages"])
-        .args(COMMON)
-        .args(extra);
-    Tracker::start(cmd)
-}
-
-fn alerts(events: &[Value]) -> Vec<&Value> {
-    events
-        .iter()
-        .filter(|e| e["event"]["kind"] == "alert")
-        .collect()
-}
-
-fn endpoint(v: &Value) -> String {
-    format!("{}:{}", v["ip"].as_str().unwrap_or("?"), v["port"])
-}
-
-/// What identifies an alert against the ground truth: class, the backend-leg connection it is
-/// about (balancer `ip:port`), and the server address.
-type Key = (String, String, String);
-
-fn alert_key(a: &Value) -> Key {
-    (
-        a["event"]["action"].as_str().unwrap_or("?").to_string(),
-        endpoint(&a["source"]),
-        a["destination"]["ip"].as_str().unwrap_or("?").to_string(),
-    )
-}
-
-/// The alerts the ground truth calls for: every split Type-3 (`server_split` /
-/// `connection_split`), every request served on a connection authenticated for another client
-/// (`auth_context_reuse`), every challenge no Type-3 ever answered (`abandoned_challenge`).
-fn expected_alerts(lab: &Lab, truth: &[TruthRecord]) -> Vec<Key> {
-    let addr = |server: &str| {
-        lab.topology()
-            .backend(server)
-            .map(|b| b.addr.to_string())
-            .unwrap_or_else(|| panic!("unknown backend {server}"))
-    };
-    let answered: std::collections::HashSet<(String, u64)> = truth
-        .iter()
-        .filter(|r| r.ntlm_type == Some(3))
-        .filter_map(|r| Some((r.challenge_server.clone()?.to_uppercase(), r.challenge_ts?)))
-        .collect();
-    let mut want = Vec::new();
-    for r in truth {
-        let class = if r.is_split() {
-            match r.split.as_deref() {
-                Some("server") => "server_split",
-                _ => "connection_split",
-            }
-        } else if r.is_foreign_reuse() {
-            "auth_context_reuse"
-        } else if r.outcome == "challenge"
-            && r.ntlm_type == Some(1)
-            && !answered.contains(&(
-                r.challenge_server
-                    .clone()
-                    .unwrap_or_default()
-                    .to_uppercase(),
-                r.challenge_ts.unwrap_or_default(),
-            ))
-        {
-            "abandoned_challenge"
-        } else {
-            continue;
-        };
-        want.push((class.to_string(), r.conn.clone(), addr(&r.server)));
-    }
-    want.sort();
-    want
-}
-
-/// Precision and recall of 100 %: the tracker's alerts and the truth's, as multisets.
-fn assert_exact(scenario: &str, lab: &Lab, truth: &[TruthRecord], events: &[Value]) {
-    let mut want = expected_alerts(lab, truth);
-    want.sort();
-    let got_alerts = alerts(events);
-    let mut got: Vec<Key> = got_alerts.iter().map(|a| alert_key(a)).collect();
-    got.sort();
-    if want != got {
-        let mut missing = want.clone();
-        for g in &got {
-            if let Some(i) = missing.iter().position(|w| w == g) {
-                missing.remove(i);
-            }
-        }
-        let mut extra = got.clone();
-        for w in &want {
-            if let Some(i) = extra.iter().position(|g| g == w) {
-                extra.remove(i);
-            }
-        }
-        let extra_full: Vec<String> = got_alerts
-            .iter()
-            .filter(|a| extra.contains(&alert_key(a)))
-            .take(5)
-            .map(|a| a.to_string())
-            .collect();
-        let truth_of_missing: Vec<String> = truth
-            .iter()
-            .filter(|r| missing.iter().any(|m| m.1 == r.conn))
-            .take(10)
-            .map(|r| format!("{r:?}"))
-            .collect();
-        panic!(
-            "{scenario}: tracker alerts differ from the ground truth \
-             ({} expected, {} reported)\nmissed (recall): {missing:#?}\nunexpected (precision): \
-             {extra:#?}\nunexpected alerts: {extra_full:#?}\ntruth of the missed connections: \
-             {truth_of_missing:#?}",
-            want.len(),
-            got.len()
-        );
-    }
+    start_lab_tracker(lab, &[&["--messages"], extra].concat())
 }
 
 /// Every alert of `class` has one of `causes`.
@@ -187,13 +48,6 @@ fn assert_causes(scenario: &str, events: &[Value], class: &str, causes: &[&str])
             );
         }
     }
-}
-
-fn count(events: &[Value], class: &str) -> usize {
-    alerts(events)
-        .iter()
-        .filter(|a| a["event"]["action"] == class)
-        .count()
 }
 
 /// No alert ever concerns a Kerberos token; the Kerberos requests of the truth drew none.
@@ -221,29 +75,6 @@ fn assert_kerberos_clean(lab: &Lab, truth: &[TruthRecord], events: &[Value]) {
             "an alert on a Kerberos connection: {a}"
         );
     }
-}
-
-fn clients(lab: &Lab, kind: &str, port: u16, args: &[&str]) -> Vec<Value> {
-    lab.run_clients(kind, port, args)
-        .unwrap_or_else(|e| panic!("clients.py {kind}: {e:#}"))
-}
-
-/// HTTP statuses of the client's `leg` requests (there must be some).
-fn statuses(lines: &[Value], leg: &str) -> Vec<u64> {
-    let v: Vec<u64> = lines
-        .iter()
-        .filter(|l| l["leg"] == leg)
-        .map(|l| l["status"].as_u64().unwrap_or(0))
-        .collect();
-    assert!(!v.is_empty(), "no {leg} request in {lines:?}");
-    v
-}
-
-fn sources(n: usize, first: usize) -> String {
-    (first..first + n)
-        .map(|i| client_addr(i).to_string())
-        .collect::<Vec<_>>()
-        .join(",")
 }
 
 /// Captures of both balancer legs while the daemon runs, merged into one file for replay.
@@ -937,13 +768,6 @@ fn client_lines(child: std::process::Child) -> Vec<Value> {
         .lines()
         .filter_map(|l| serde_json::from_str(l).ok())
         .collect()
-}
-
-fn actions(events: &[Value], action: &str) -> usize {
-    events
-        .iter()
-        .filter(|e| e["event"]["action"] == action)
-        .count()
 }
 
 /// A backend killed (SIGKILL) right after it issued a challenge and before the client's

@@ -11,12 +11,16 @@ pub enum LabCmd {
     /// backends, HAProxy and/or NGINX) and leave it running. Replaces a running lab.
     Up {
         /// Preset: haproxy, haproxy-server-close, haproxy-httpclose, haproxy-stick-src,
-        /// nginx, nginx-keepalive, all (every balancer on its own port 80..84).
+        /// nginx, nginx-keepalive, all (every balancer on its own port 80..84). With a KDC
+        /// (realm LAB.TEST, SPN HTTP/www.lab.test): haproxy-reuse-always,
+        /// nginx-keepalive-2 (keepalive, two servers), kerberos (haproxy 80, haproxy
+        /// http-reuse always 81, nginx keepalive one server 82 / two servers 83, nginx 84).
         #[arg(long, default_value = "haproxy")]
         preset: String,
         /// Frontends instead of the preset's, repeatable: KIND[:PORT][@web1,web2], KIND one of
         /// haproxy-keepalive, haproxy-server-close, haproxy-httpclose, haproxy-stick-src,
-        /// nginx, nginx-keepalive. Example: --frontend haproxy-server-close:81@1,2
+        /// haproxy-reuse-always, nginx, nginx-keepalive. Example:
+        /// --frontend haproxy-server-close:81@1,2
         #[arg(long = "frontend", value_name = "KIND[:PORT][@BACKENDS]")]
         frontends: Vec<String>,
         /// Number of backends (web1..webN).

@@ -7,7 +7,8 @@ use anyhow::{Context as _, bail};
 
 use crate::run;
 
-/// Debian packages: LLVM for bpf-linker, the lab's real peers, capture tools.
+/// Debian packages: LLVM for bpf-linker, the lab's real peers, capture tools, and MIT
+/// Kerberos (the lab's own KDC; libkrb5-dev to build the Python `gssapi` / `krb5` modules).
 const APT_PACKAGES: &[&str] = &[
     "llvm-22-dev",
     "libpolly-22-dev",
@@ -20,9 +21,28 @@ const APT_PACKAGES: &[&str] = &[
     "curl",
     "iproute2",
     "wrk",
+    "krb5-kdc",
+    "krb5-admin-server",
+    "krb5-user",
+    "libkrb5-dev",
 ];
-/// Python packages of the lab and the fixture generators (module name, pip requirement).
-const PYTHON_PACKAGES: &[(&str, &str)] = &[("spnego", "pyspnego==0.12.4")];
+/// Services Debian starts when it installs the packages above. The lab runs its own
+/// instances in its namespaces with its own files and never needs these.
+const DEBIAN_SERVICES: &[&str] = &["nginx", "haproxy", "krb5-kdc", "krb5-admin-server"];
+/// Python packages of the lab and the fixture generators: (modules that must import, pip
+/// requirements installed together when one does not). `gssapi` and `krb5` build from
+/// source against libkrb5-dev (about 1.5 minutes).
+const PYTHON_PACKAGES: &[(&str, &[&str])] = &[
+    ("spnego", &["pyspnego==0.12.4"]),
+    (
+        "spnego, gssapi, krb5",
+        &[
+            "pyspnego[kerberos]==0.12.4",
+            "gssapi==1.12.0",
+            "krb5==0.10.0",
+        ],
+    ),
+];
 const BPF_LINKER_VERSION: &str = "0.13.0";
 
 fn quiet_ok(cmd: &mut Command) -> bool {
@@ -91,7 +111,7 @@ fn apt() -> anyhow::Result<()> {
         .args(&missing)
         .env("DEBIAN_FRONTEND", "noninteractive"))?;
     // Debian starts the daemons it installs; the lab runs its own instances.
-    for svc in ["nginx", "haproxy"] {
+    for svc in DEBIAN_SERVICES {
         let _ = quiet_ok(Command::new("service").args([svc, "stop"]));
     }
     Ok(())
@@ -164,19 +184,20 @@ fn cargo_fuzz() -> anyhow::Result<()> {
 }
 
 fn python() -> anyhow::Result<()> {
-    for (module, req) in PYTHON_PACKAGES {
-        if quiet_ok(Command::new("python3").args(["-c", &format!("import {module}")])) {
+    for (modules, reqs) in PYTHON_PACKAGES {
+        if quiet_ok(Command::new("python3").args(["-c", &format!("import {modules}")])) {
             continue;
         }
-        println!("xtask setup: installing python package {req}");
-        run(Command::new("python3").args([
-            "-m",
-            "pip",
-            "install",
-            "--quiet",
-            "--root-user-action=ignore",
-            req,
-        ]))?;
+        println!("xtask setup: installing python packages {}", reqs.join(" "));
+        run(Command::new("python3")
+            .args([
+                "-m",
+                "pip",
+                "install",
+                "--quiet",
+                "--root-user-action=ignore",
+            ])
+            .args(reqs.iter()))?;
     }
     Ok(())
 }

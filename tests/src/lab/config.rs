@@ -40,6 +40,20 @@ pub const MAX_CLIENT_ADDRS: usize = 200;
 pub const LAB_PASSWORD: &str = "Passw0rd!";
 /// Lab domain of the accounts.
 pub const LAB_DOMAIN: &str = "LAB";
+/// The KDC's namespace (only with [`LabConfig::kerberos`]).
+pub const NS_KDC: &str = "nta-kdc";
+/// Interface in `nta-cli` toward the KDC (peer: `eth0` in `nta-kdc`).
+pub const CLIENT_KDC_IF: &str = "nta-krb";
+/// The clients' address on the KDC link.
+pub const CLIENT_KDC_ADDR: Ipv4Addr = Ipv4Addr::new(198, 18, 1, 1);
+/// The KDC's address (TCP and UDP port [`KDC_PORT`]); reachable from `nta-cli` only.
+pub const KDC_ADDR: Ipv4Addr = Ipv4Addr::new(198, 18, 1, 88);
+/// The KDC's port.
+pub const KDC_PORT: u16 = 88;
+/// Kerberos realm of the lab.
+pub const KRB_REALM: &str = "LAB.TEST";
+/// The name clients use for the VIP: the SPN is `HTTP/` + this, one key for every backend.
+pub const KRB_SPN_HOST: &str = "www.lab.test";
 
 /// The `i`-th client source address (0-based): 198.18.0.10, .11, ...
 pub fn client_addr(i: usize) -> Ipv4Addr {
@@ -82,17 +96,21 @@ pub enum Balancer {
     /// NGINX OSS upstream with `keepalive`, `proxy_http_version 1.1`,
     /// `proxy_set_header Connection ""`: pooled backend connections shared between clients.
     NginxKeepAlive,
+    /// HAProxy keep-alive with `http-reuse always`: idle server connections are shared
+    /// between clients from the first request on (private only after an NTLM/Nego 401).
+    HaproxyReuseAlways,
 }
 
 impl Balancer {
     /// All variants with their CLI names.
-    pub const ALL: [Balancer; 6] = [
+    pub const ALL: [Balancer; 7] = [
         Balancer::HaproxyKeepAlive,
         Balancer::HaproxyServerClose,
         Balancer::HaproxyHttpClose,
         Balancer::HaproxyStickSrc,
         Balancer::Nginx,
         Balancer::NginxKeepAlive,
+        Balancer::HaproxyReuseAlways,
     ];
 
     /// The CLI / config name.
@@ -104,6 +122,7 @@ impl Balancer {
             Balancer::HaproxyStickSrc => "haproxy-stick-src",
             Balancer::Nginx => "nginx",
             Balancer::NginxKeepAlive => "nginx-keepalive",
+            Balancer::HaproxyReuseAlways => "haproxy-reuse-always",
         }
     }
 
@@ -129,6 +148,7 @@ impl FromStr for Balancer {
             "haproxy-http-close" => Some(Balancer::HaproxyHttpClose),
             "haproxy-stick" => Some(Balancer::HaproxyStickSrc),
             "nginx-keep-alive" => Some(Balancer::NginxKeepAlive),
+            "haproxy-http-reuse-always" => Some(Balancer::HaproxyReuseAlways),
             _ => None,
         };
         if let Some(b) = alias {
@@ -247,6 +267,43 @@ pub struct LabConfig {
     /// What the backends run (default: the NTLM acceptor `ntlm_backend.py`).
     #[serde(default)]
     pub backend_kind: BackendKind,
+    /// Run an MIT KDC (realm [`KRB_REALM`], namespace [`NS_KDC`]) and let the backends accept
+    /// Kerberos with one shared keytab for `HTTP/`[`KRB_SPN_HOST`]. Default off.
+    #[serde(default)]
+    pub kerberos: bool,
+    /// IIS's logon persistence on the backends (default: IIS's `on`).
+    #[serde(default)]
+    pub persistent_auth: PersistentAuth,
+    /// Requests without credentials under this path prefix are served `200` anonymously
+    /// (IIS anonymous authentication on a folder, e.g. `/public/`). Default: none.
+    #[serde(default)]
+    pub anonymous_path: Option<String>,
+}
+
+/// IIS `windowsAuthentication` logon persistence, applied by every backend.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum PersistentAuth {
+    /// IIS default (`authPersistNonNTLM=true`): a Kerberos logon stays on the connection
+    /// and the 200 says `Persistent-Auth: true`; NTLM logons stay too.
+    #[default]
+    On,
+    /// `authPersistNonNTLM=false`: a Kerberos logon is not kept (`Persistent-Auth: false`);
+    /// NTLM logons still are.
+    Off,
+    /// `authPersistSingleRequest=true`: no logon is kept for any scheme.
+    SingleRequest,
+}
+
+impl PersistentAuth {
+    /// The backend's `--persistent-auth` value.
+    pub fn name(self) -> &'static str {
+        match self {
+            PersistentAuth::On => "on",
+            PersistentAuth::Off => "off",
+            PersistentAuth::SingleRequest => "single-request",
+        }
+    }
 }
 
 /// What serves port 80 in each backend namespace.
@@ -284,6 +341,9 @@ impl Default for LabConfig {
             haproxy_threads: None,
             nginx_keepalive: 16,
             backend_kind: BackendKind::Ntlm,
+            kerberos: false,
+            persistent_auth: PersistentAuth::On,
+            anonymous_path: None,
         }
     }
 }
@@ -328,6 +388,35 @@ impl LabConfig {
         self
     }
 
+    /// Run the KDC: backends accept real Kerberos (see [`LabConfig::kerberos`]).
+    pub fn with_kerberos(mut self) -> Self {
+        self.kerberos = true;
+        self
+    }
+
+    /// Set the backends' logon persistence.
+    pub fn with_persistent_auth(mut self, p: PersistentAuth) -> Self {
+        self.persistent_auth = p;
+        self
+    }
+
+    /// Serve requests without credentials under `prefix` anonymously (see
+    /// [`LabConfig::anonymous_path`]).
+    pub fn with_anonymous_path(mut self, prefix: &str) -> Self {
+        self.anonymous_path = Some(prefix.to_string());
+        self
+    }
+
+    /// The backends' effective `--persistent-auth` (the older `persist_single_request`
+    /// flag wins when set).
+    pub fn effective_persistent_auth(&self) -> PersistentAuth {
+        if self.persist_single_request {
+            PersistentAuth::SingleRequest
+        } else {
+            self.persistent_auth
+        }
+    }
+
     /// Set the number of client source addresses.
     pub fn with_client_addrs(mut self, n: usize) -> Self {
         self.client_addrs = n;
@@ -345,6 +434,26 @@ impl LabConfig {
                 .with_frontends(vec![Frontend::new(80, Balancer::Nginx).to(&[1, 2])]),
             "nginx-keepalive" => LabConfig::single(Balancer::NginxKeepAlive)
                 .with_frontends(vec![Frontend::new(80, Balancer::NginxKeepAlive).to(&[1])]),
+            // The Kerberos presets (KDC on): pre-emptive Negotiate through pooling balancers.
+            "haproxy-reuse-always" => LabConfig::single(Balancer::HaproxyReuseAlways)
+                .with_frontends(vec![
+                    Frontend::new(80, Balancer::HaproxyReuseAlways).to(&[1, 2]),
+                ])
+                .with_kerberos(),
+            "nginx-keepalive-2" => LabConfig::single(Balancer::NginxKeepAlive)
+                .with_frontends(vec![
+                    Frontend::new(80, Balancer::NginxKeepAlive).to(&[1, 2]),
+                ])
+                .with_kerberos(),
+            "kerberos" => LabConfig::default()
+                .with_frontends(vec![
+                    Frontend::new(80, Balancer::HaproxyKeepAlive).to(&[1, 2]),
+                    Frontend::new(81, Balancer::HaproxyReuseAlways).to(&[1, 2]),
+                    Frontend::new(82, Balancer::NginxKeepAlive).to(&[1]),
+                    Frontend::new(83, Balancer::NginxKeepAlive).to(&[1, 2]),
+                    Frontend::new(84, Balancer::Nginx).to(&[1, 2]),
+                ])
+                .with_kerberos(),
             // Everything side by side: good and broken configurations on separate ports.
             "all" | "demo" => LabConfig::default().with_frontends(vec![
                 Frontend::new(80, Balancer::HaproxyKeepAlive).to(&[1, 2]),
@@ -355,7 +464,8 @@ impl LabConfig {
             ]),
             other => bail!(
                 "unknown lab preset {other:?}; presets: haproxy, haproxy-server-close, haproxy-httpclose, \
-                 haproxy-stick-src, nginx, nginx-keepalive, all"
+                 haproxy-stick-src, nginx, nginx-keepalive, all; with a KDC: haproxy-reuse-always, \
+                 nginx-keepalive-2, kerberos"
             ),
         };
         Ok(cfg)
@@ -455,6 +565,7 @@ pub fn haproxy_config(cfg: &LabConfig, state: &Path) -> String {
             Balancer::HaproxyStickSrc => {
                 s.push_str("    stick-table type ip size 100k expire 30m\n    stick on src\n");
             }
+            Balancer::HaproxyReuseAlways => s.push_str("    http-reuse always\n"),
             _ => {}
         }
         for web in fe.servers(cfg.backends) {
@@ -517,6 +628,32 @@ pub fn nginx_config(cfg: &LabConfig, state: &Path) -> String {
     }
     s.push_str("}\n");
     s
+}
+
+/// The lab's `krb5.conf` (`KRB5_CONFIG` of clients, backends and KDC tools): no DNS, no
+/// canonicalisation (else the SPN is looked up and clients silently fall back to NTLM), TCP.
+pub fn krb5_conf() -> String {
+    format!(
+        "# generated by nta-tests lab: do not edit\n\
+         [libdefaults]\n default_realm = {KRB_REALM}\n dns_lookup_kdc = false\n\
+         \x20dns_lookup_realm = false\n rdns = false\n dns_canonicalize_hostname = false\n\
+         \x20udp_preference_limit = 1\n\
+         [realms]\n {KRB_REALM} = {{\n  kdc = {KDC_ADDR}:{KDC_PORT}\n }}\n\
+         [domain_realm]\n .lab.test = {KRB_REALM}\n lab.test = {KRB_REALM}\n"
+    )
+}
+
+/// The KDC's `kdc.conf` (`KRB5_KDC_PROFILE`): database, stash and log in the state dir, so
+/// nothing of Debian's own KDC (`/etc/krb5kdc`, `/var/lib/krb5kdc`) is read or written.
+pub fn kdc_conf(state: &Path) -> String {
+    let st = state.display();
+    format!(
+        "# generated by nta-tests lab: do not edit\n\
+         [kdcdefaults]\n kdc_ports = {KDC_PORT}\n kdc_tcp_ports = {KDC_PORT}\n\
+         [realms]\n {KRB_REALM} = {{\n  database_name = {st}/kdc/principal\n\
+         \x20 key_stash_file = {st}/kdc/stash\n  acl_file = {st}/kdc/kadm5.acl\n }}\n\
+         [logging]\n kdc = FILE:{st}/kdc/kdc.log\n"
+    )
 }
 
 /// The NGINX configuration of a static backend (`daemon off`, files under the state dir):
@@ -583,6 +720,58 @@ mod tests {
         v.as_object_mut().unwrap().remove("backend_kind");
         let back: LabConfig = serde_json::from_value(v).unwrap();
         assert_eq!(back.backend_kind, BackendKind::Ntlm);
+    }
+
+    #[test]
+    fn kerberos_presets_and_files() {
+        for name in ["haproxy-reuse-always", "nginx-keepalive-2", "kerberos"] {
+            let cfg = LabConfig::preset(name).unwrap();
+            cfg.validate().unwrap();
+            assert!(cfg.kerberos, "{name}");
+        }
+        for name in ["haproxy", "nginx", "nginx-keepalive", "all"] {
+            assert!(!LabConfig::preset(name).unwrap().kerberos, "{name}");
+        }
+        let cfg = LabConfig::preset("kerberos").unwrap();
+        let h = haproxy_config(&cfg, Path::new("/run/nta-lab"));
+        assert_eq!(h.matches("http-reuse always").count(), 1);
+        assert_eq!(
+            "haproxy-reuse-always:81@1".parse::<Frontend>().unwrap(),
+            Frontend::new(81, Balancer::HaproxyReuseAlways).to(&[1])
+        );
+        let k = krb5_conf();
+        for want in [
+            "default_realm = LAB.TEST",
+            "dns_canonicalize_hostname = false",
+            "rdns = false",
+            "udp_preference_limit = 1",
+            "dns_lookup_kdc = false",
+            "kdc = 198.18.1.88:88",
+        ] {
+            assert!(k.contains(want), "krb5.conf lacks {want:?}:\n{k}");
+        }
+        let d = kdc_conf(Path::new("/run/nta-lab"));
+        assert!(
+            d.contains("database_name = /run/nta-lab/kdc/principal"),
+            "{d}"
+        );
+        assert!(!d.contains("/etc/") && !d.contains("/var/lib/"), "{d}");
+        // Saved labs from before the Kerberos fields still load, with Kerberos off.
+        let mut v = serde_json::to_value(&cfg).unwrap();
+        for f in ["kerberos", "persistent_auth", "anonymous_path"] {
+            v.as_object_mut().unwrap().remove(f);
+        }
+        let back: LabConfig = serde_json::from_value(v).unwrap();
+        assert!(!back.kerberos);
+        assert_eq!(back.persistent_auth, PersistentAuth::On);
+        let single = LabConfig {
+            persist_single_request: true,
+            ..LabConfig::default()
+        };
+        assert_eq!(
+            single.effective_persistent_auth(),
+            PersistentAuth::SingleRequest
+        );
     }
 
     #[test]

@@ -9,6 +9,10 @@
 //!                                                              br0 ─ webN ◀─veth─▶ eth0 198.19.0.1N:80
 //!                                                                                  (UTS hostname webN)
 //! ```
+//! With Kerberos ([`LabConfig::with_kerberos`]) an MIT KDC runs in `nta-kdc`
+//! (198.18.1.88:88, realm `LAB.TEST`), linked to `nta-cli` only (`nta-krb` 198.18.1.1); the
+//! backends accept `HTTP/www.lab.test` with one shared keytab and never talk to the KDC.
+//!
 //! The tracker attaches to `nta-be` (backend leg) and `nta-fe` (frontend leg) inside `nta-lb`.
 //! Nothing touches the host's own interfaces, routes or firewall: every link is created
 //! directly inside the lab namespaces.
@@ -33,9 +37,10 @@ use anyhow::{Context, Result, anyhow, bail};
 use serde::{Deserialize, Serialize};
 
 pub use config::{
-    BACKEND_CIDR, BACKEND_PORT, BackendKind, Balancer, FRONTEND_CIDR, Frontend, LAB_DOMAIN,
-    LAB_PASSWORD, LB_BACKEND_ADDR, LB_BACKEND_IF, LB_FRONTEND_IF, LabConfig, NS_CLIENT, NS_LB,
-    NS_PREFIX, NS_SWITCH, VIP, backend_addr, backend_name, backend_ns, client_addr,
+    BACKEND_CIDR, BACKEND_PORT, BackendKind, Balancer, CLIENT_KDC_ADDR, CLIENT_KDC_IF,
+    FRONTEND_CIDR, Frontend, KDC_ADDR, KDC_PORT, KRB_REALM, KRB_SPN_HOST, LAB_DOMAIN, LAB_PASSWORD,
+    LB_BACKEND_ADDR, LB_BACKEND_IF, LB_FRONTEND_IF, LabConfig, NS_CLIENT, NS_KDC, NS_LB, NS_PREFIX,
+    NS_SWITCH, PersistentAuth, VIP, backend_addr, backend_name, backend_ns, client_addr,
     default_state_dir,
 };
 pub use sys::{LabLock, ProcRecord, is_root, lab_namespaces, ns_command};
@@ -68,6 +73,54 @@ pub struct BackendInfo {
     pub addr: Ipv4Addr,
     /// Its ground-truth NDJSON file.
     pub truth_log: PathBuf,
+}
+
+/// The lab's KDC and Kerberos files (present when the lab runs with Kerberos).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct KdcInfo {
+    /// Namespace of `krb5kdc` (`nta-kdc`).
+    pub ns: String,
+    /// Its address (reachable from the client namespace).
+    pub addr: Ipv4Addr,
+    /// TCP/UDP port.
+    pub port: u16,
+    /// Realm (`LAB.TEST`).
+    pub realm: String,
+    /// The one service principal of every backend (`HTTP/www.lab.test@LAB.TEST`).
+    pub service_principal: String,
+    /// Host name clients use for the VIP (the SPN's host part).
+    pub spn_host: String,
+    /// `KRB5_CONFIG` of clients and backends.
+    pub krb5_conf: PathBuf,
+    /// The backends' shared keytab (`KRB5_KTNAME`).
+    pub keytab: PathBuf,
+    /// Directory for the clients' private credential caches.
+    pub ccache_dir: PathBuf,
+}
+
+impl KdcInfo {
+    fn new(state: &Path) -> KdcInfo {
+        KdcInfo {
+            ns: NS_KDC.into(),
+            addr: KDC_ADDR,
+            port: KDC_PORT,
+            realm: KRB_REALM.into(),
+            service_principal: format!("HTTP/{KRB_SPN_HOST}@{KRB_REALM}"),
+            spn_host: KRB_SPN_HOST.into(),
+            krb5_conf: state.join("krb5.conf"),
+            keytab: state.join("http.keytab"),
+            ccache_dir: state.join("ccache"),
+        }
+    }
+
+    /// Environment for Kerberos clients (`kinit`, `curl --negotiate`, `clients.py`): the
+    /// lab's `krb5.conf`. Each client still needs its own `KRB5CCNAME`.
+    pub fn client_env(&self) -> Vec<(String, OsString)> {
+        vec![(
+            "KRB5_CONFIG".into(),
+            self.krb5_conf.clone().into_os_string(),
+        )]
+    }
 }
 
 /// Names and addresses of a running lab (also saved as `STATE/lab.json`).
@@ -103,6 +156,9 @@ pub struct Topology {
     pub frontends: Vec<Frontend>,
     /// State directory.
     pub state_dir: PathBuf,
+    /// The KDC, when the lab runs with Kerberos.
+    #[serde(default)]
+    pub kdc: Option<KdcInfo>,
 }
 
 impl Topology {
@@ -131,6 +187,7 @@ impl Topology {
                 })
                 .collect(),
             frontends: cfg.frontends.clone(),
+            kdc: cfg.kerberos.then(|| KdcInfo::new(&state)),
             state_dir: state,
         }
     }
@@ -245,7 +302,27 @@ pub fn check_prerequisites(cfg: &LabConfig) -> Result<()> {
     if cfg.needs_nginx() {
         sys::require_tool("nginx", "nginx")?;
     }
-    find_python()?;
+    let python = find_python()?;
+    if cfg.kerberos {
+        for tool in ["krb5kdc", "kdb5_util", "kadmin.local"] {
+            sys::require_tool(tool, "krb5-kdc krb5-admin-server")?;
+        }
+        sys::require_tool("kinit", "krb5-user")?;
+        let ok = Command::new(&python)
+            .args(["-c", "import gssapi, krb5"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        if !ok {
+            bail!(
+                "{} lacks Kerberos support for pyspnego: `pip install 'pyspnego[kerberos]' gssapi krb5` \
+                 (needs libkrb5-dev; `cargo xtask setup` does it)",
+                python.display()
+            );
+        }
+    }
     let dir = lab_files_dir();
     for f in ["ntlm_backend.py", "clients.py"] {
         if !dir.join(f).is_file() {
@@ -375,7 +452,17 @@ impl Lab {
             .arg(kind)
             .args(["--host", &VIP.to_string(), "--port", &port.to_string()])
             .env("PYTHONDONTWRITEBYTECODE", "1");
+        if let Some(k) = &self.topo.kdc {
+            c.envs(k.client_env())
+                .arg("--ccache-dir")
+                .arg(&k.ccache_dir);
+        }
         c
+    }
+
+    /// The KDC, when the lab runs with Kerberos.
+    pub fn kdc(&self) -> Option<&KdcInfo> {
+        self.topo.kdc.as_ref()
     }
 
     /// Run `clients.py KIND` with `args` and return its JSON lines (one per request).
@@ -656,6 +743,9 @@ impl Lab {
 
         self.build_network()
             .context("building the network namespaces")?;
+        if let Some(k) = &self.topo.kdc {
+            self.build_kdc(k).context("starting the KDC")?;
+        }
         for b in &self.topo.backends {
             self.spawn_backend(b)?;
         }
@@ -769,6 +859,108 @@ impl Lab {
         Ok(())
     }
 
+    /// `nta-kdc` linked to `nta-cli`, a fresh realm database with the lab's users and the
+    /// service principal, the shared keytab, and `krb5kdc -n`. Only files of the state dir
+    /// are used (`KRB5_CONFIG`, `KRB5_KDC_PROFILE`): Debian's own KDC, if any, is untouched.
+    fn build_kdc(&self, k: &KdcInfo) -> Result<()> {
+        let t = &self.topo;
+        sys::ip(&["netns", "add", &k.ns])?;
+        sys::ip_ns(&k.ns, &["link", "set", "lo", "up"])?;
+        sys::ip_ns(
+            &t.client_ns,
+            &[
+                "link",
+                "add",
+                CLIENT_KDC_IF,
+                "type",
+                "veth",
+                "peer",
+                "name",
+                "eth0",
+                "netns",
+                &k.ns,
+            ],
+        )?;
+        sys::ip_ns(
+            &t.client_ns,
+            &[
+                "addr",
+                "add",
+                &format!("{CLIENT_KDC_ADDR}/24"),
+                "dev",
+                CLIENT_KDC_IF,
+            ],
+        )?;
+        sys::ip_ns(&t.client_ns, &["link", "set", CLIENT_KDC_IF, "up"])?;
+        sys::ip_ns(
+            &k.ns,
+            &["addr", "add", &format!("{}/24", k.addr), "dev", "eth0"],
+        )?;
+        sys::ip_ns(&k.ns, &["link", "set", "eth0", "up"])?;
+
+        let st = self.state_dir();
+        let kdir = st.join("kdc");
+        fs::create_dir_all(&kdir)?;
+        fs::create_dir_all(&k.ccache_dir)?;
+        fs::write(&k.krb5_conf, config::krb5_conf())?;
+        let profile = kdir.join("kdc.conf");
+        fs::write(&profile, config::kdc_conf(st))?;
+        fs::write(kdir.join("kadm5.acl"), b"")?;
+        let env = [
+            ("KRB5_CONFIG", k.krb5_conf.as_os_str()),
+            ("KRB5_KDC_PROFILE", profile.as_os_str()),
+        ];
+        let tool = |prog: &str, args: &[&str]| -> Result<()> {
+            let mut c = Command::new(prog);
+            c.args(args).envs(env.iter().copied());
+            sys::run(&mut c).map(|_| ())
+        };
+        tool(
+            "kdb5_util",
+            &["create", "-s", "-W", "-r", &k.realm, "-P", "nta-lab-master"],
+        )?;
+        for (_, u, p) in &self.cfg.users {
+            tool(
+                "kadmin.local",
+                &["-q", &format!("addprinc -pw {p} {u}@{}", k.realm)],
+            )?;
+        }
+        let spn = &k.service_principal;
+        tool("kadmin.local", &["-q", &format!("addprinc -randkey {spn}")])?;
+        let _ = fs::remove_file(&k.keytab);
+        tool(
+            "kadmin.local",
+            &["-q", &format!("ktadd -k {} {spn}", k.keytab.display())],
+        )?;
+        if !k.keytab.is_file() {
+            bail!("kadmin.local wrote no keytab {}", k.keytab.display());
+        }
+        fs::set_permissions(&k.keytab, fs::Permissions::from_mode(0o600))?;
+
+        let argv: [&OsStr; 2] = [OsStr::new("krb5kdc"), OsStr::new("-n")];
+        let (mut child, rec) = sys::spawn_daemon(st, "kdc", &k.ns, &argv, &env)?;
+        let want = format!(":{}", k.port);
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            if let Ok(Some(status)) = child.try_wait() {
+                bail!(
+                    "krb5kdc exited at start ({status}):\n{}",
+                    sys::tail(&rec.log, 4000)
+                );
+            }
+            if sys::listening(&k.ns)?.iter().any(|l| l.ends_with(&want)) {
+                break;
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                bail!("krb5kdc does not listen on {want} after 15 s");
+            }
+            sleep(Duration::from_millis(25));
+        }
+        self.keep(child);
+        Ok(())
+    }
+
     fn spawn_backend(&self, b: &BackendInfo) -> Result<()> {
         if self.cfg.backend_kind == BackendKind::StaticNginx {
             return self.spawn_static_backend(b);
@@ -796,18 +988,30 @@ impl Lab {
             "--ready-file".into(),
             ready.clone().into(),
         ];
-        if self.cfg.persist_single_request {
-            argv.push("--persist-single-request".into());
+        argv.push("--persistent-auth".into());
+        argv.push(self.cfg.effective_persistent_auth().name().into());
+        if self.topo.kdc.is_some() {
+            argv.push("--kerberos".into());
+        }
+        if let Some(prefix) = &self.cfg.anonymous_path {
+            argv.push("--anonymous-path".into());
+            argv.push(prefix.into());
         }
         if self.cfg.proxy_auth {
             argv.push("--proxy-auth".into());
         }
         let argv_ref: Vec<&OsStr> = argv.iter().map(OsString::as_os_str).collect();
         let users = st.join("users.txt");
-        let env: [(&str, &OsStr); 2] = [
+        let mut env: Vec<(&str, &OsStr)> = vec![
             ("NTLM_USER_FILE", users.as_os_str()),
             ("PYTHONDONTWRITEBYTECODE", OsStr::new("1")),
         ];
+        if let Some(k) = &self.topo.kdc {
+            env.push(("KRB5_CONFIG", k.krb5_conf.as_os_str()));
+            env.push(("KRB5_KTNAME", k.keytab.as_os_str()));
+            // The acceptor needs no ticket cache; never the host's default one.
+            env.push(("KRB5CCNAME", OsStr::new("MEMORY:nta-backend")));
+        }
         let (mut child, rec) = sys::spawn_daemon(st, &b.name, &b.ns, &argv_ref, &env)?;
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
@@ -1189,6 +1393,18 @@ impl fmt::Display for LabStatus {
                     fe.port,
                     fe.balancer,
                     servers.join(",")
+                )?;
+            }
+            if let Some(k) = &t.kdc {
+                writeln!(
+                    f,
+                    "  kdc         ns {} {}:{} realm {} service {} (KRB5_CONFIG={})",
+                    k.ns,
+                    k.addr,
+                    k.port,
+                    k.realm,
+                    k.service_principal,
+                    k.krb5_conf.display()
                 )?;
             }
             for b in &t.backends {

@@ -53,6 +53,19 @@ pub struct TruthRecord {
     pub auth_xff: Option<String>,
     /// `reused_context`: was it the same client (XFF and client port) as the logon?
     pub same_client: Option<bool>,
+    /// `kerberos` or `ntlm`: the scheme of this request's logon (for `reused_context`: of the
+    /// connection's persisted logon).
+    pub auth_scheme: Option<String>,
+    /// Kerberos realm of `user` (Kerberos logons; `user` is then the principal `alice@LAB.TEST`).
+    pub realm: Option<String>,
+    /// The `Persistent-Auth` value the backend sent with a Kerberos 200 (`true` / `false`).
+    pub persistent_auth: Option<String>,
+    /// `reused_context`: the request was served by the connection's persisted logon.
+    pub persisted_logon: Option<bool>,
+    /// The mechTypes a SPNEGO NegTokenInit offered (`kerberos`, `ntlm`, ...).
+    pub spnego_mechs: Option<Vec<String>>,
+    /// `reused_context`: X-Client-Port of the request that authenticated the connection.
+    pub auth_client_port: Option<String>,
     /// HTTP version of the request.
     pub http_version: Option<String>,
     /// Request path.

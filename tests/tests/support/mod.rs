@@ -4,6 +4,7 @@
 #[allow(unused_imports)] // not every suite crafts frames
 pub use nta_tests::frames;
 pub mod tracker;
+pub mod verdicts;
 
 /// Privileged tests need root (BPF, network namespaces). Under `CI=true` a missing privilege
 /// is a failure, never a skip; elsewhere the test says why it did not run.
