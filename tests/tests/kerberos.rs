@@ -17,7 +17,6 @@
 //!
 //! Run: `cargo build -p tracker-user && sudo CI=true NTA_TRACKER_BIN=target/debug/ntlm-affinity
 //! cargo test -p nta-tests --test kerberos -- --test-threads=1` (`--include-ignored` for 7b).
-//! Set `NTA_KERBEROS_FIELDS=1` to check the daemon's Kerberos fields (see `new_fields`).
 //!
 //! Needs root, iproute2, haproxy, nginx, curl, MIT Kerberos (krb5-kdc, krb5-admin-server,
 //! krb5-user) and Python 3 with pyspnego[kerberos] (`cargo xtask setup`). Without them the
@@ -125,7 +124,7 @@ fn assert_reuse_matches_truth(scenario: &str, lab: &Lab, truth: &[TruthRecord], 
                     .as_str()
                     .unwrap_or("?")
                     .to_string(),
-                na["mechanism"].as_str().unwrap_or("?").to_string(),
+                na["auth_scheme"].as_str().unwrap_or("?").to_string(),
             ]
         })
         .collect();
@@ -139,49 +138,49 @@ fn assert_reuse_matches_truth(scenario: &str, lab: &Lab, truth: &[TruthRecord], 
     for a in &reuse {
         assert_eq!(a["event"]["outcome"], "success", "{scenario}: {a}");
         assert_eq!(a["http"]["response"]["status_code"], 200, "{scenario}: {a}");
-        new_fields::check_reuse_alert(scenario, a);
+        fields::check_reuse_alert(scenario, a);
     }
 }
 
-/// Fields the lead is adding to the events in parallel (`ntlm_affinity.auth_scheme`, the
-/// Kerberos realm and service principal). Off until that change is merged: set
-/// `NTA_KERBEROS_FIELDS=1` (or flip [`new_fields::ENABLED`]) to check them, and adjust the
-/// field paths below to the merged names.
-mod new_fields {
+/// The Kerberos fields of the events (issue 12): scheme, realm, service principal, and the
+/// fallback of NTLM handshakes.
+mod fields {
     use super::*;
 
-    /// Flip to `true` after the merge of the correlator's Kerberos fields.
-    pub const ENABLED: bool = false;
-
-    fn enabled() -> bool {
-        ENABLED || std::env::var("NTA_KERBEROS_FIELDS").is_ok_and(|v| v == "1")
-    }
-
-    /// An `auth_context_reuse` on a Kerberos logon names the scheme, realm and service.
+    /// An `auth_context_reuse` on a Kerberos logon names the scheme, realm and service, and
+    /// says why there is no user.
     pub fn check_reuse_alert(scenario: &str, a: &Value) {
-        if !enabled() {
-            return;
-        }
         let na = &a["ntlm_affinity"];
-        if na["mechanism"] != "kerberos" {
+        if na["auth_scheme"] != "kerberos" {
             assert_eq!(na["auth_scheme"], "ntlm", "{scenario}: {a}");
             return;
         }
-        assert_eq!(na["auth_scheme"], "kerberos", "{scenario}: {a}");
-        assert_eq!(na["kerberos"]["realm"], KRB_REALM, "{scenario}: {a}");
+        assert_eq!(a["kerberos"]["realm"], KRB_REALM, "{scenario}: {a}");
         assert_eq!(
-            na["kerberos"]["service_principal"],
+            a["kerberos"]["service_principal"],
             format!("HTTP/{KRB_SPN_HOST}"),
+            "{scenario}: {a}"
+        );
+        assert!(a["user"].is_null(), "{scenario}: {a}");
+        assert!(
+            na["user_note"]
+                .as_str()
+                .is_some_and(|n| n.contains("encrypted ticket")),
             "{scenario}: {a}"
         );
     }
 
-    /// An NTLM handshake record (also inside SPNEGO) says `auth_scheme: ntlm`.
-    pub fn check_ntlm_handshake(scenario: &str, e: &Value) {
-        if !enabled() {
-            return;
-        }
-        assert_eq!(e["ntlm_affinity"]["auth_scheme"], "ntlm", "{scenario}: {e}");
+    /// An NTLM handshake inside SPNEGO that pyspnego fell back to: `auth_scheme: ntlm`,
+    /// SPNEGO without Kerberos in mechTypes.
+    pub fn check_ntlm_fallback(scenario: &str, e: &Value) {
+        let na = &e["ntlm_affinity"];
+        assert_eq!(na["auth_scheme"], "ntlm", "{scenario}: {e}");
+        assert_eq!(na["fallback"]["spnego"], true, "{scenario}: {e}");
+        assert_eq!(na["fallback"]["kerberos_offered"], false, "{scenario}: {e}");
+        assert_eq!(
+            na["fallback"]["reason"], "kerberos_not_offered",
+            "{scenario}: {e}"
+        );
     }
 }
 
@@ -426,7 +425,7 @@ fn kerberos_1_haproxy_default() {
     for e in &handshakes {
         assert_eq!(e["event"]["outcome"], "success", "{sc}: {e}");
         assert_eq!(e["ntlm"]["success"], true, "{sc}: {e}");
-        new_fields::check_ntlm_handshake(sc, e);
+        fields::check_ntlm_fallback(sc, e);
     }
     lab.shutdown().unwrap();
 }
@@ -634,12 +633,10 @@ fn kerberos_6_persistent_auth_off() {
 
 /// 7b. authPersistSingleRequest with NTLM behind the leaky NGINX keepalive pool: the backend
 ///     keeps no NTLM logon either, so anonymous requests riding the pooled connection get a
-///     401 and the truth shows no reuse. The daemon today still marks the connection
-///     authenticated after the Type-3 and reports `auth_context_reuse` (outcome failure,
-///     status 401) for each of them: a reproducer for the correlator, ignored until it treats
-///     a 401 to a request without credentials as "not served" (and drops the mark).
+///     401 and the truth shows no reuse. The daemon treats a 401 to a request without
+///     credentials as "not served" and drops the connection's logon: no alert (it reported
+///     one per request before this scenario found it).
 #[test]
-#[ignore = "correlator: auth_context_reuse on a 401 (authPersistSingleRequest + NTLM), see doc"]
 fn kerberos_7b_persist_single_request_ntlm() {
     let _g = serial();
     let sc = "kerberos 7b (single-request, NTLM, nginx keepalive)";

@@ -37,8 +37,8 @@ fn sh(args: &[&str]) {
 impl Pair {
     fn new(tag: &str) -> Self {
         let id = std::process::id() % 100_000;
-        let client_ns = format!("nta-t{tag}c{id}");
-        let server_ns = format!("nta-t{tag}s{id}");
+        let client_ns = format!("ntt-{tag}c{id}");
+        let server_ns = format!("ntt-{tag}s{id}");
         let client_if = format!("nta{tag}{id}");
         let server_if = format!("nta{tag}{id}p");
         for ns in [&client_ns, &server_ns] {

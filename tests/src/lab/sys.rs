@@ -103,7 +103,8 @@ pub fn ns_command<S: AsRef<OsStr>>(ns: &str, program: S) -> Command {
     c
 }
 
-/// Names of all network namespaces that start with `nta-`.
+/// Names of all network namespaces that start with `nta-` (the lab's; other suites use
+/// other prefixes, so `lab down` never removes theirs).
 pub fn lab_namespaces() -> Result<Vec<String>> {
     let out = run(Command::new("ip").args(["netns", "list"]))?;
     Ok(String::from_utf8_lossy(&out.stdout)

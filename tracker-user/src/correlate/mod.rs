@@ -80,6 +80,9 @@ pub struct Stats {
     pub responses_unmatched: u64,
     /// Requests on an authenticated connection whose client cannot be told apart (no XFF).
     pub reuse_unverifiable: u64,
+    /// Another client's request on an authenticated connection answered 401/407: the
+    /// server did not serve it as the logged-on user, so no alert.
+    pub reuse_refused: u64,
     pub evicted_connections: u64,
     pub evicted_challenges: u64,
 }
@@ -1085,10 +1088,27 @@ impl Correlator {
                 self.new_challenge(id, leg.clone(), info, t, req.as_ref(), closes);
             }
         }
+        let refused = matches!(status, Some(401 | 407));
         let Some(mut req) = req else {
+            // The answer to a request the kernel passed silently: a 401 still means the
+            // server holds no logon on this connection any more.
+            if refused {
+                self.deauthenticate(id);
+            }
             return;
         };
         let outcome = Outcome::from_status(status);
+        if refused
+            && matches!(req.kind, ReqKind::Plain)
+            && req
+                .verdict
+                .take_if(|v| v.class == Class::AuthContextReuse)
+                .is_some()
+        {
+            // Refused, so not served as the other client's user (IIS authPersistSingleRequest
+            // re-challenges every request): no reuse happened.
+            self.stats.reuse_refused += 1;
+        }
         if let Some(mut v) = req.verdict.take() {
             v.status = status;
             v.outcome = outcome;
@@ -1150,7 +1170,7 @@ impl Correlator {
         };
         if authenticated {
             self.authenticated(id, &req);
-        } else if matches!(req.kind, ReqKind::Type3) {
+        } else if matches!(req.kind, ReqKind::Type3) || refused {
             self.deauthenticate(id);
         }
     }

@@ -1041,3 +1041,26 @@ fn hostile_negotiate_tokens_are_reported_once_per_flow() {
     let e = ctx.output(&out[0]);
     assert_eq!(e["event"]["action"], "undecodable_token", "{e}");
 }
+
+/// IIS authPersistSingleRequest: the server re-challenges every request, so another
+/// client's request on the connection is refused, not served as the user: no alert, and
+/// the connection is no longer authenticated (the lab's scenario 7b found this).
+#[test]
+fn a_refused_request_is_no_reuse_and_ends_the_logon() {
+    let x1 = "X-Forwarded-For: 10.9.0.1\r\n";
+    let mut a = Conn::new(&lb(40050), WEB1, 100);
+    let mut recs = challenge_on(&mut a, SEC, "web1", 81, x1);
+    recs.push(a.req(
+        SEC + 2,
+        &format!("{x1}{}", auth(&ts::type3("alice", "web1", 81))),
+    ));
+    recs.push(a.resp(SEC + 3, 200, ""));
+    recs.push(a.req(SEC + 4, "X-Forwarded-For: 10.9.0.2\r\n"));
+    recs.push(a.resp(SEC + 5, 401, "WWW-Authenticate: NTLM\r\n"));
+    recs.push(a.req(SEC + 6, "X-Forwarded-For: 10.9.0.3\r\n"));
+    recs.push(a.resp(SEC + 7, 200, ""));
+    let mut p = pipeline(false);
+    let v = run(&mut p, recs, true);
+    assert!(v.is_empty(), "{v:#?}");
+    assert_eq!(p.correlator().stats.reuse_refused, 1);
+}
