@@ -29,13 +29,14 @@ mod support;
 use std::collections::BTreeMap;
 
 use nta_tests::lab::{
-    Balancer, Frontend, KRB_REALM, KRB_SPN_HOST, Lab, LabConfig, PersistentAuth, TruthRecord,
-    client_addr,
+    Balancer, Frontend, KRB_REALM, KRB_SPN_HOST, LB_BACKEND_IF, Lab, LabConfig, PersistentAuth,
+    TruthRecord, client_addr,
 };
 use serde_json::Value;
 use support::verdicts::{
-    actions, alerts, assert_exact, backend_ip, clients, count, endpoint, lab_up, serial, sources,
-    start_lab_tracker, statuses,
+    actions, alerts, assert_exact, backend_ip, clients, count, drain_capture, endpoint,
+    kernel_stat, lab_up, serial, sources, start_lab_tracker, start_lab_tracker_kernel_identity,
+    statuses,
 };
 
 const PORT: u16 = 80;
@@ -184,6 +185,112 @@ mod fields {
     }
 }
 
+/// tshark, on the capture of the balancer's backend leg, and the daemon agree on every
+/// Kerberos AP-REQ (backend connection, `kerberos.realm`, `kerberos.SNameString`) and on the
+/// SPNEGO negResult of every answer (`spnego.negResult`).
+fn assert_tshark_agrees_on_kerberos(sc: &str, pcap: &std::path::Path, events: &[Value]) {
+    let tshark = |filter: &str, fields: &[&str]| -> Vec<Vec<String>> {
+        let mut cmd = std::process::Command::new("tshark");
+        cmd.arg("-r").arg(pcap).args(["-Y", filter, "-T", "fields"]);
+        for f in fields {
+            cmd.args(["-e", f]);
+        }
+        let out = cmd.output().expect("tshark");
+        assert!(
+            out.status.success(),
+            "tshark: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(|l| l.split('\t').map(str::to_string).collect())
+            .collect()
+    };
+    let mut theirs: Vec<(String, String, String)> = tshark(
+        "kerberos.msg_type == 14",
+        &["tcp.srcport", "kerberos.realm", "kerberos.SNameString"],
+    )
+    .into_iter()
+    .map(|f| (f[0].clone(), f[1].clone(), f[2].replace(',', "/")))
+    .collect();
+    let mut mine: Vec<(String, String, String)> = events
+        .iter()
+        .filter(|e| e["event"]["action"] == "kerberos_handshake")
+        .map(|e| {
+            (
+                e["source"]["port"].to_string(),
+                e["kerberos"]["realm"].as_str().unwrap_or("?").to_string(),
+                e["kerberos"]["service_principal"]
+                    .as_str()
+                    .unwrap_or("?")
+                    .to_string(),
+            )
+        })
+        .collect();
+    theirs.sort();
+    mine.sort();
+    assert!(!theirs.is_empty(), "{sc}: tshark saw no AP-REQ");
+    assert_eq!(
+        mine, theirs,
+        "{sc}: AP-REQs [balancer port, realm, service] tracker vs tshark"
+    );
+    // negResult of every NegTokenResp (the server's, and the client's final one), per backend
+    // connection: the balancer-side port.
+    let neg = |n: &str| match n {
+        "accept_completed" | "0" => "0",
+        "accept_incomplete" | "1" => "1",
+        "reject" | "2" => "2",
+        "request_mic" | "3" => "3",
+        _ => "?",
+    };
+    let lb_port = |a: &str, b: &str| {
+        if a == "80" {
+            b.to_string()
+        } else {
+            a.to_string()
+        }
+    };
+    let mut theirs: Vec<(String, String)> = tshark(
+        "spnego.negResult",
+        &["tcp.srcport", "tcp.dstport", "spnego.negResult"],
+    )
+    .into_iter()
+    .map(|f| (lb_port(&f[0], &f[1]), neg(&f[2]).to_string()))
+    .collect();
+    let backend = |e: &Value| {
+        [&e["source"]["ip"], &e["destination"]["ip"]]
+            .iter()
+            .any(|ip| ip.as_str().is_some_and(|ip| ip.starts_with("198.19.")))
+    };
+    let mut mine: Vec<(String, String)> = events
+        .iter()
+        .filter(|e| {
+            e["event"]["action"] == "ntlm_message"
+                && backend(e)
+                && e["ntlm_affinity"]["spnego"]["neg_state"].is_string()
+        })
+        .map(|e| {
+            (
+                lb_port(
+                    &e["source"]["port"].to_string(),
+                    &e["destination"]["port"].to_string(),
+                ),
+                neg(e["ntlm_affinity"]["spnego"]["neg_state"]
+                    .as_str()
+                    .unwrap_or("?"))
+                .to_string(),
+            )
+        })
+        .collect();
+    theirs.sort();
+    mine.sort();
+    assert!(!theirs.is_empty(), "{sc}: tshark saw no negResult");
+    assert_eq!(
+        mine, theirs,
+        "{sc}: SPNEGO negResult per connection, tracker vs tshark"
+    );
+}
+
 /// The Kerberos clients every balancer scenario runs, one after the other, from distinct
 /// source addresses: browser-like (anonymous → 401 → AP-REQ → 200, then more requests),
 /// pre-emptive, and `curl --negotiate`: four Kerberos logons at least.
@@ -328,7 +435,8 @@ fn kerberos_1_haproxy_default() {
     ) else {
         return;
     };
-    let (events, truth) = run_scenario(&lab, &["--handshakes"], |lab| {
+    let cap = lab.start_capture(LB_BACKEND_IF, "kerberos1-be").unwrap();
+    let (events, truth) = run_scenario(&lab, &["--handshakes", "--messages"], |lab| {
         kerberos_clients(lab, sc);
         anonymous_clients(lab, 3, 3, 5);
         let fb = clients(
@@ -427,6 +535,9 @@ fn kerberos_1_haproxy_default() {
         assert_eq!(e["ntlm"]["success"], true, "{sc}: {e}");
         fields::check_ntlm_fallback(sc, e);
     }
+    drain_capture();
+    let pcap = cap.stop().unwrap();
+    assert_tshark_agrees_on_kerberos(sc, &pcap, &events);
     lab.shutdown().unwrap();
 }
 
@@ -541,16 +652,24 @@ fn kerberos_2_haproxy_reuse_always() {
 /// NGINX upstream `keepalive` (pooled backend connections shared between clients) with
 /// `servers`: the Kerberos clients, then a pre-emptive logon and anonymous clients. The verdicts
 /// follow the truth, request by request.
-fn nginx_keepalive(test: &str, sc: &str, servers: &[usize]) {
+fn nginx_keepalive(test: &str, sc: &str, servers: &[usize], kernel_identity: bool) {
     let _g = serial();
     let Some(lab) = kerberos_lab(test, Balancer::NginxKeepAlive, servers, PersistentAuth::On)
     else {
         return;
     };
-    let (events, truth) = run_scenario(&lab, &[], |lab| {
+    let traffic = |lab: &Lab| {
         kerberos_clients(lab, sc);
         preemptive_then_anonymous(lab, sc, 3);
-    });
+    };
+    let (events, truth) = if kernel_identity {
+        let tracker = start_lab_tracker_kernel_identity(&lab, &[]);
+        traffic(&lab);
+        let events = tracker.stop();
+        (events, lab.truth().unwrap())
+    } else {
+        run_scenario(&lab, &[], traffic)
+    };
     let s = summarize(sc, &truth);
     assert_kerberos_logons(sc, &s, "true", 4);
     assert!(
@@ -560,22 +679,42 @@ fn nginx_keepalive(test: &str, sc: &str, servers: &[usize]) {
     assert_exact(sc, &lab, &truth, &events);
     assert_eq!(count(&events, "auth_context_reuse"), s.foreign_reuse);
     assert_reuse_matches_truth(sc, &lab, &truth, &events);
+    if kernel_identity {
+        // The persisted logons' own later requests were checked and passed in the kernel;
+        // the verdicts above are the same as with every request delivered.
+        assert!(
+            s.own_reuse > 0,
+            "{sc}: no own-client reuse in the truth: {s:?}"
+        );
+        assert!(
+            kernel_stat(&events, "identity_match") > 0,
+            "{sc}: the kernel matched no request to its authenticated client"
+        );
+        assert!(kernel_stat(&events, "identity_mismatch") >= s.foreign_reuse as u64);
+    }
     lab.shutdown().unwrap();
 }
 
-/// 3. NGINX keepalive, one server.
+/// 3. NGINX keepalive, one server (every request reaches the daemon: client-port header).
 #[test]
 fn kerberos_3_nginx_keepalive_one_server() {
-    nginx_keepalive("kerberos_3", "kerberos 3 (nginx keepalive, 1 server)", &[1]);
+    nginx_keepalive(
+        "kerberos_3",
+        "kerberos 3 (nginx keepalive, 1 server)",
+        &[1],
+        false,
+    );
 }
 
-/// 4. NGINX keepalive, two servers.
+/// 4. NGINX keepalive, two servers, X-Forwarded-For alone: the kernel checks each request on
+///    an authenticated connection and passes the authenticating client's own ones silently.
 #[test]
 fn kerberos_4_nginx_keepalive_two_servers() {
     nginx_keepalive(
         "kerberos_4",
-        "kerberos 4 (nginx keepalive, 2 servers)",
+        "kerberos 4 (nginx keepalive, 2 servers, kernel identity check)",
         &[1, 2],
+        true,
     );
 }
 

@@ -27,7 +27,7 @@ use nta_tests::lab::{
 use serde_json::Value;
 use support::tracker::{Tracker, tracker_bin};
 use support::verdicts::{
-    COMMON, Key, actions, alert_key, alerts, assert_exact, clients, count, endpoint,
+    COMMON, Key, actions, alert_key, alerts, assert_exact, clients, count, drain_capture, endpoint,
     expected_alerts, lab_up, serial, sources, start_lab_tracker, statuses,
 };
 
@@ -115,13 +115,6 @@ impl Captures {
         );
         (be, merged)
     }
-}
-
-/// dumpcap reads the kernel's packet ring in blocks that are handed over on a timeout and does
-/// not drain a partly filled block on SIGTERM: give it that timeout before stopping it, or the
-/// last packets are missing from the file.
-fn drain_capture() {
-    std::thread::sleep(std::time::Duration::from_millis(1500));
 }
 
 /// A capture of the balancer's backend leg for the tshark cross-check of a scenario.
@@ -255,10 +248,10 @@ fn conn_key(a: (&str, &str), b: (&str, &str), server_net: &str) -> String {
 
 fn tracker_types(events: &[Value], server_net: &str) -> PerConn {
     let mut m = PerConn::new();
-    for e in events
-        .iter()
-        .filter(|e| e["event"]["action"] == "ntlm_message")
-    {
+    // An undecodable token is still typed by its base64 prefix, as tshark types it.
+    for e in events.iter().filter(|e| {
+        e["event"]["action"] == "ntlm_message" || e["event"]["action"] == "undecodable_token"
+    }) {
         let Some(t) = e["ntlm"]["message_type"].as_str() else {
             continue;
         };

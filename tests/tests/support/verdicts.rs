@@ -48,6 +48,26 @@ pub fn start_lab_tracker(lab: &Lab, extra: &[&str]) -> Tracker {
     Tracker::start(cmd)
 }
 
+/// As [`start_lab_tracker`], without the client-port header: X-Forwarded-For alone names a
+/// client, so the kernel checks requests on authenticated connections itself (design §2.5).
+pub fn start_lab_tracker_kernel_identity(lab: &Lab, extra: &[&str]) -> Tracker {
+    let mut cmd = lab.lb_command(tracker_bin());
+    cmd.args(lab.topology().tracker_args())
+        .args(["--stats-interval", "0"])
+        .args(extra);
+    Tracker::start(cmd)
+}
+
+/// A kernel counter from the last `tracker_stats` record.
+pub fn kernel_stat(events: &[Value], name: &str) -> u64 {
+    events
+        .iter()
+        .rev()
+        .find(|e| e["event"]["action"] == "tracker_stats")
+        .and_then(|e| e["ntlm_affinity"]["kernel"][name].as_u64())
+        .unwrap_or_else(|| panic!("no tracker_stats record with kernel.{name}"))
+}
+
 pub fn alerts(events: &[Value]) -> Vec<&Value> {
     events
         .iter()
@@ -203,4 +223,11 @@ pub fn sources(n: usize, first: usize) -> String {
         .map(|i| client_addr(i).to_string())
         .collect::<Vec<_>>()
         .join(",")
+}
+
+/// dumpcap reads the kernel's packet ring in blocks that are handed over on a timeout and does
+/// not drain a partly filled block on SIGTERM: give it that timeout before stopping it, or the
+/// last packets are missing from the file.
+pub fn drain_capture() {
+    std::thread::sleep(std::time::Duration::from_millis(1500));
 }
