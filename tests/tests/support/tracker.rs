@@ -118,11 +118,17 @@ impl Tracker {
         let status = self.interrupt();
         assert!(status.success(), "tracker exit status {status}");
         // The sender ends with the child's stdout: this drains to the last line.
-        self.lines
-            .iter()
-            .filter(|l| !l.trim().is_empty())
-            .map(|l| parse(&l))
-            .collect()
+        let lines: Vec<String> = self.lines.iter().filter(|l| !l.trim().is_empty()).collect();
+        // NTA_EVENTS_DIR keeps every run's NDJSON (for debugging and docs/events.md examples).
+        if let Ok(dir) = std::env::var("NTA_EVENTS_DIR") {
+            static RUN: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+            let n = RUN.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let path =
+                std::path::Path::new(&dir).join(format!("{}-{n}.ndjson", std::process::id()));
+            let _ = std::fs::create_dir_all(&dir);
+            let _ = std::fs::write(&path, lines.join("\n") + "\n");
+        }
+        lines.iter().map(|l| parse(l)).collect()
     }
 }
 
