@@ -630,7 +630,10 @@ def main() -> int:
     if not args.ccache_dir:
         tmp = tempfile.TemporaryDirectory(prefix="nta-ccache-")
         args.ccache_dir = tmp.name
-    if args.spn_host is None and (args.cmd.startswith("negotiate") or args.cmd.startswith("curl")):
+    kerberos_kinds = args.cmd.startswith("negotiate") or args.cmd.startswith("curl")
+    if args.cmd == "drive":
+        kerberos_kinds = "negotiate" in args.mix
+    if args.spn_host is None and kerberos_kinds:
         args.spn_host = "www.lab.test"
     # Never the user's default ticket cache: a private, empty one for anything not kinit'ed.
     os.environ["KRB5CCNAME"] = "FILE:" + os.path.join(args.ccache_dir, "default-%d" % os.getpid())
