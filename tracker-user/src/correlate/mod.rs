@@ -498,7 +498,9 @@ impl Correlator {
     /// Evicts the oldest connection (ids grow with creation: O(log n), not a scan).
     fn evict_conn(&mut self) {
         if let Some(id) = self.conns.keys().next().copied() {
-            self.conns.remove(&id);
+            if let Some(key) = self.conns.remove(&id).and_then(|c| c.kernel_auth) {
+                self.auth_updates.push(AuthUpdate::Clear { key });
+            }
             self.stats.evicted_connections += 1;
         }
     }
@@ -1366,13 +1368,19 @@ impl Correlator {
             .iter()
             .filter(|(_, c)| {
                 let age = now_ns.saturating_sub(c.last_ns);
-                age > idle || (c.closed.is_some() && age > window.saturating_mul(4))
+                // An open connection whose requests the kernel checks may look idle here
+                // while its own client keeps using it: it stays until closed or evicted.
+                (age > idle && (c.kernel_auth.is_none() || c.closed.is_some()))
+                    || (c.closed.is_some() && age > window.saturating_mul(4))
             })
             .map(|(id, _)| *id)
             .collect();
         for id in gone {
             if let Some(mut c) = self.conns.remove(&id) {
                 self.flush_pending(&mut c, out);
+                if let Some(key) = c.kernel_auth {
+                    self.auth_updates.push(AuthUpdate::Clear { key });
+                }
             }
         }
         let live: std::collections::HashSet<u64> = self.conns.keys().copied().collect();

@@ -1064,3 +1064,35 @@ fn a_refused_request_is_no_reuse_and_ends_the_logon() {
     assert!(v.is_empty(), "{v:#?}");
     assert_eq!(p.correlator().stats.reuse_refused, 1);
 }
+
+/// The kernel passes the authenticating client's own requests silently, so the daemon sees
+/// nothing on such a connection for a long time: it must not forget the logon as idle, or a
+/// later request of another client would not be reported.
+#[test]
+fn a_kernel_checked_connection_is_not_forgotten_as_idle() {
+    let mut p = Pipeline::new(pipeline::Config {
+        correlate: Config {
+            backends: vec!["198.18.1.0/24:80".parse().unwrap()],
+            kernel_identity: true,
+            idle_ns: 60 * SEC,
+            ..Config::default()
+        },
+        site_key: Some(b"test-site".to_vec()),
+        ..pipeline::Config::default()
+    });
+    let x1 = "X-Forwarded-For: 10.9.0.1\r\n";
+    let mut a = Conn::new(&lb(40060), WEB1, 100);
+    let mut recs = challenge_on(&mut a, SEC, "web1", 91, x1);
+    recs.push(a.req(
+        SEC + 2,
+        &format!("{x1}{}", auth(&ts::type3("alice", "web1", 91))),
+    ));
+    recs.push(a.resp(SEC + 3, 200, ""));
+    // Ten idle minutes as the daemon sees them (another connection's traffic moves the clock).
+    let mut b = Conn::new(&lb(40061), WEB2, 300);
+    recs.push(b.req(600 * SEC, "X-A: 1\r\n"));
+    recs.push(a.req(601 * SEC, "X-Forwarded-For: 10.9.0.2\r\n"));
+    recs.push(a.resp(601 * SEC + 1, 200, ""));
+    let v = run(&mut p, recs, true);
+    assert_eq!(classes(&v), vec![Class::AuthContextReuse], "{v:#?}");
+}
