@@ -157,30 +157,7 @@ fn tshark_agrees_with_decoder_on_real_handshakes() {
     std::thread::sleep(Duration::from_millis(500));
     stop_capture(cap);
 
-    let mut cmd = Command::new("tshark");
-    cmd.arg("-r")
-        .arg(&pcap)
-        .args(["-d", &format!("tcp.port=={port},http"), "-Y", "ntlmssp"])
-        .args([
-            "-T",
-            "fields",
-            "-E",
-            "separator=\t",
-            "-E",
-            "occurrence=a",
-            "-E",
-            "aggregator=|",
-        ]);
-    for f in FIELDS {
-        cmd.args(["-e", f]);
-    }
-    let out = cmd.output().unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let text = String::from_utf8(out.stdout).unwrap();
+    let text = tshark_fields(&pcap, port, "ntlmssp", FIELDS);
 
     let mut compared = [0usize; 3];
     for line in text.lines() {
@@ -468,30 +445,7 @@ fn tshark_agrees_with_decoder_on_kerberos_fixtures() {
         },
     ];
     std::fs::write(&pcap, fixtures_pcap(&fixtures, &extra, port)).unwrap();
-    let mut cmd = Command::new("tshark");
-    cmd.arg("-r")
-        .arg(&pcap)
-        .args(["-d", &format!("tcp.port=={port},http"), "-Y", "http"])
-        .args([
-            "-T",
-            "fields",
-            "-E",
-            "separator=\t",
-            "-E",
-            "occurrence=a",
-            "-E",
-            "aggregator=|",
-        ]);
-    for f in KRB_FIELDS {
-        cmd.args(["-e", f]);
-    }
-    let out = cmd.output().unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let text = String::from_utf8(out.stdout).unwrap();
+    let text = tshark_fields(&pcap, port, "http", KRB_FIELDS);
     let (mut tokens, mut realms, mut errors, mut neg, mut raw_errors) = (0, 0, 0, 0, 0);
     for line in text.lines() {
         let cols: Vec<&str> = line.split('\t').collect();
@@ -536,4 +490,33 @@ fn tshark_agrees_with_decoder_on_kerberos_fixtures() {
     // Plus the AP-REQ again and the raw KRB-ERROR in a NegTokenResp reject.
     assert_eq!((tokens, realms, errors, neg, raw_errors), (12, 7, 2, 2, 1));
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// `tshark -T fields` on `pcap` (HTTP on `port`), frames matching `filter`: one line per frame,
+/// tab-separated, every occurrence of a field joined by `|`.
+fn tshark_fields(pcap: &std::path::Path, port: u16, filter: &str, fields: &[&str]) -> String {
+    let mut cmd = Command::new("tshark");
+    cmd.arg("-r")
+        .arg(pcap)
+        .args(["-d", &format!("tcp.port=={port},http"), "-Y", filter])
+        .args([
+            "-T",
+            "fields",
+            "-E",
+            "separator=\t",
+            "-E",
+            "occurrence=a",
+            "-E",
+            "aggregator=|",
+        ]);
+    for f in fields {
+        cmd.args(["-e", f]);
+    }
+    let out = cmd.output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
 }
