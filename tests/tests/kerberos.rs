@@ -35,8 +35,8 @@ use nta_tests::lab::{
 use serde_json::Value;
 use support::verdicts::{
     actions, alerts, assert_exact, backend_ip, clients, count, drain_capture, endpoint,
-    kernel_stat, lab_up, serial, sources, start_lab_tracker, start_lab_tracker_kernel_identity,
-    statuses,
+    kernel_stat, lab_up, replay, serial, sources, start_lab_tracker,
+    start_lab_tracker_kernel_identity, statuses,
 };
 
 const PORT: u16 = 80;
@@ -662,6 +662,9 @@ fn nginx_keepalive(test: &str, sc: &str, servers: &[usize], kernel_identity: boo
         kerberos_clients(lab, sc);
         preemptive_then_anonymous(lab, sc, 3);
     };
+    // The backend leg, for replay (every request reaches the daemon when it runs without the
+    // kernel check, so live and replay must agree exactly).
+    let cap = (!kernel_identity).then(|| lab.start_capture(LB_BACKEND_IF, test).unwrap());
     let (events, truth) = if kernel_identity {
         let tracker = start_lab_tracker_kernel_identity(&lab, &[]);
         traffic(&lab);
@@ -679,6 +682,38 @@ fn nginx_keepalive(test: &str, sc: &str, servers: &[usize], kernel_identity: boo
     assert_exact(sc, &lab, &truth, &events);
     assert_eq!(count(&events, "auth_context_reuse"), s.foreign_reuse);
     assert_reuse_matches_truth(sc, &lab, &truth, &events);
+    if let Some(cap) = cap {
+        drain_capture();
+        let pcap = cap.stop().unwrap();
+        let (replayed, summary) = replay(&lab, &pcap, &[]);
+        let reuse = |ev: &[Value]| {
+            let mut v: Vec<String> = alerts(ev)
+                .iter()
+                .map(|a| {
+                    format!(
+                        "{} {} {} {} {}",
+                        a["event"]["action"],
+                        endpoint(&a["source"]),
+                        a["client"]["ip"],
+                        a["ntlm_affinity"]["authenticated_client"]["forwarded_for"],
+                        a["kerberos"]["service_principal"]
+                    )
+                })
+                .collect();
+            v.sort();
+            v
+        };
+        assert_eq!(
+            reuse(&replayed),
+            reuse(&events),
+            "{sc}: replaying the backend capture gives the live alerts"
+        );
+        // The summary counts each client's Kerberos logons.
+        assert!(
+            summary.contains("schemes by client") && summary.contains("kerberos "),
+            "{sc}: replay summary: {summary}"
+        );
+    }
     if kernel_identity {
         // The persisted logons' own later requests were checked and passed in the kernel;
         // the verdicts above are the same as with every request delivered.

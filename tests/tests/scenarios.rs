@@ -25,10 +25,10 @@ use nta_tests::lab::{
     TruthRecord, client_addr,
 };
 use serde_json::Value;
-use support::tracker::{Tracker, tracker_bin};
+use support::tracker::Tracker;
 use support::verdicts::{
-    COMMON, Key, actions, alert_key, alerts, assert_exact, clients, count, drain_capture, endpoint,
-    expected_alerts, lab_up, serial, sources, start_lab_tracker, statuses,
+    Key, actions, alert_key, alerts, assert_exact, clients, count, drain_capture, endpoint,
+    expected_alerts, lab_up, replay, serial, sources, start_lab_tracker, statuses,
 };
 
 /// `ntlm-affinity run` in the balancer namespace on `nta-be` + `nta-fe`, with `--messages`
@@ -166,36 +166,6 @@ fn assert_tshark_agrees(scenario: &str, lab: &Lab, events: &[Value], be: &Path) 
             diff.join("\n")
         );
     }
-}
-
-/// `ntlm-affinity replay FILE` with the lab's backend and frontend.
-fn replay(lab: &Lab, file: &Path, extra: &[&str]) -> Vec<Value> {
-    let t = lab.topology();
-    let mut cmd = Command::new(tracker_bin());
-    cmd.arg("replay")
-        .arg(file)
-        .args([
-            "--backend",
-            &format!("{}:{}", t.backend_cidr, t.backend_port),
-            "--no-progress",
-        ])
-        .args(COMMON)
-        .args(extra);
-    for p in t.frontend_ports() {
-        cmd.args(["--frontend-port", &p.to_string()]);
-    }
-    let out = cmd.stdin(Stdio::null()).output().unwrap();
-    assert!(
-        out.status.success(),
-        "replay {}: {}",
-        file.display(),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .filter(|l| !l.trim().is_empty())
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect()
 }
 
 /// A verdict's identity for live-vs-replay: class, cause, both connections (flows).
@@ -408,7 +378,7 @@ fn scenario_2_haproxy_server_close_server_split() {
     assert_eq!(count(&events, "server_split"), 10);
     assert_causes("scenario 2", &events, "server_split", &["balancer_reroute"]);
 
-    let replayed = replay(&lab, &merged, &[]);
+    let replayed = replay(&lab, &merged, &[]).0;
     assert_replay_matches("scenario 2", &events, &replayed);
 
     assert_tshark_agrees("scenario 2", &lab, &events, &be);
@@ -641,7 +611,7 @@ fn scenario_7_nginx_keepalive_auth_context_reuse() {
             "{a}"
         );
     }
-    let replayed = replay(&lab, &merged, &[]);
+    let replayed = replay(&lab, &merged, &[]).0;
     assert_replay_matches("scenario 7", &events, &replayed);
     assert_tshark_agrees("scenario 7", &lab, &events, &be);
     lab.shutdown().unwrap();

@@ -231,3 +231,35 @@ pub fn sources(n: usize, first: usize) -> String {
 pub fn drain_capture() {
     std::thread::sleep(std::time::Duration::from_millis(1500));
 }
+
+/// `ntlm-affinity replay FILE` with the lab's backend and frontend: the events, and stderr
+/// (the summary).
+pub fn replay(lab: &Lab, file: &std::path::Path, extra: &[&str]) -> (Vec<Value>, String) {
+    let t = lab.topology();
+    let mut cmd = std::process::Command::new(tracker_bin());
+    cmd.arg("replay")
+        .arg(file)
+        .args([
+            "--backend",
+            &format!("{}:{}", t.backend_cidr, t.backend_port),
+            "--no-progress",
+        ])
+        .args(COMMON)
+        .args(extra);
+    for p in t.frontend_ports() {
+        cmd.args(["--frontend-port", &p.to_string()]);
+    }
+    let out = cmd.stdin(std::process::Stdio::null()).output().unwrap();
+    assert!(
+        out.status.success(),
+        "replay {}: {}",
+        file.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let events = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    (events, String::from_utf8_lossy(&out.stderr).into_owned())
+}
