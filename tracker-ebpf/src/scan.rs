@@ -1,7 +1,8 @@
 //! Bounded scan of a copied segment for an NTLM/Negotiate auth header anywhere in the header
-//! block. The copy sits in the per-CPU scratch buffer; `bpf_loop` walks it eight bytes at a
-//! time (the verifier checks the callback once instead of every iteration), and only lines
-//! that begin after a newline are compared against the four header names.
+//! block. The copy sits in the per-CPU scratch buffer; `bpf_loop` walks it one line per call
+//! (each call searches up to 64 bytes, eight at a time, for the next newline; the verifier
+//! checks the callback a few times instead of every iteration), and only lines whose first
+//! byte could start an auth header name or `X-Forwarded-For` are compared further.
 
 use aya_ebpf::helpers::generated::bpf_loop;
 use core::ffi::c_void;
@@ -14,9 +15,8 @@ use aya_ebpf::{macros::map, maps::PerCpuArray};
 
 use crate::SCRATCH;
 
-/// Value offset of the last `X-Forwarded-For` line of the scanned segment (0: none).
 #[map]
-static XFF: PerCpuArray<u32> = PerCpuArray::with_max_entries(1, 0);
+static SCAN: PerCpuArray<ScanCtx> = PerCpuArray::with_max_entries(1, 0);
 
 const MASK: u32 = CAPTURE_MAX as u32 - 1;
 
@@ -39,10 +39,13 @@ pub struct Found {
     pub xff_len: u32,
 }
 
+/// The scan's state. It lives in per-CPU map memory, not on the stack: the verifier tracks
+/// stack values exactly, so a callback that stores its varying position there is verified
+/// again for every value until the states converge (they did not once a step searched
+/// several words: 1 M instructions); map memory reads back as unknown scalars, and the
+/// callback is verified a few times only.
 #[repr(C)]
-struct ScanCtx {
-    /// The scratch buffer's data (a map value pointer, looked up once per packet).
-    data: *const u8,
+pub struct ScanCtx {
     len: u32,
     /// Where the next newline search starts.
     pos: u32,
@@ -57,9 +60,16 @@ struct ScanCtx {
     complete: u8,
     ended: u8,
     _pad: [u8; 2],
-    /// Where the value offset of the last `X-Forwarded-For` line goes: per-CPU map memory,
-    /// not this stack frame, so the verifier's states of the callback still converge.
-    xff: *mut u32,
+    /// Value offset of the last `X-Forwarded-For` line (0: none).
+    xff: u32,
+}
+
+/// What `bpf_loop` hands each step: pointers only, the same on every call.
+#[repr(C)]
+struct LoopCtx {
+    /// The scratch buffer's data (a map value pointer, looked up once per packet).
+    data: *const u8,
+    st: *mut ScanCtx,
 }
 
 /// ASCII lowercase of eight bytes at once. It also maps `\r` to `-`; the daemon re-parses
@@ -220,7 +230,7 @@ fn match_xff(data: *const u8, line: u32, c: &mut ScanCtx) {
             }
         }
     }
-    unsafe { *c.xff = v };
+    c.xff = v;
 }
 
 /// Handles a line start; returns 1 to stop the loop.
@@ -251,47 +261,51 @@ fn at_line(data: *const u8, line: u32, c: &mut ScanCtx) -> i64 {
     0
 }
 
-/// Index of the lowest set byte of a SWAR mask whose set bits are each a byte's top bit.
+/// Index of the lowest set byte of a SWAR mask whose set bits are each a byte's top bit
+/// (`t` ≠ 0). Branch-free, so it adds no path for the verifier: the lowest bit is
+/// `0x80 << 8k`; shifted down to `1 << 8k`, it moves the constant's byte `7 - k` (= k) to the top.
 #[inline(always)]
 fn lowest_byte(t: u64) -> u32 {
     let bit = t & t.wrapping_neg();
-    if bit <= 0x80 {
-        0
-    } else if bit <= 0x8000 {
-        1
-    } else if bit <= 0x80_0000 {
-        2
-    } else if bit <= 0x8000_0000 {
-        3
-    } else if bit <= 0x80_0000_0000 {
-        4
-    } else if bit <= 0x8000_0000_0000 {
-        5
-    } else if bit <= 0x80_0000_0000_0000 {
-        6
-    } else {
-        7
-    }
+    ((bit >> 7).wrapping_mul(0x0001_0203_0405_0607) >> 56) as u32
 }
 
-/// One step: finds the next newline from `pos` (eight bytes at a time) and examines the line
-/// after it. One line per call keeps the callback small for the verifier; every call advances
-/// `pos`, so `len` calls always suffice.
+/// Bytes one step searches for the next newline: most header lines are shorter, so a step
+/// usually handles one line, whatever its length.
+const STEP_WORDS: u32 = 8;
+
+#[inline(always)]
+fn newlines(data: *const u8, at: u32) -> u64 {
+    let x = rd8(data, at) ^ 0x0a0a_0a0a_0a0a_0a0a;
+    x.wrapping_sub(0x0101_0101_0101_0101) & !x & 0x8080_8080_8080_8080
+}
+
+/// One step: finds the next newline from `pos` (up to `STEP_WORDS` words, eight bytes at a
+/// time) and examines the line after it. One line per call keeps the callback small for the
+/// verifier; every call advances `pos`, so `len` calls always suffice.
 extern "C" fn step(_index: u64, ctx: *mut c_void) -> i64 {
-    let c = unsafe { &mut *(ctx as *mut ScanCtx) };
-    let data = c.data;
+    let l = unsafe { &*(ctx as *const LoopCtx) };
+    let c = unsafe { &mut *l.st };
+    let data = l.data;
     let pos = c.pos;
     if pos >= c.len {
         return 1;
     }
-    let x = rd8(data, pos) ^ 0x0a0a_0a0a_0a0a_0a0a;
-    let t = x.wrapping_sub(0x0101_0101_0101_0101) & !x & 0x8080_8080_8080_8080;
+    // The first word with a newline; the lowest flagged byte in it is always a real
+    // newline (borrows only run upwards).
+    let mut at = pos;
+    let mut t = newlines(data, at);
+    let mut w = 1;
+    while t == 0 && w < STEP_WORDS {
+        at += 8;
+        t = newlines(data, at);
+        w += 1;
+    }
     if t == 0 {
-        c.pos = pos + 8;
+        c.pos = pos + 8 * STEP_WORDS;
         return 0;
     }
-    // The lowest flagged byte is always a real newline (borrows only run upwards).
-    let nl = pos + lowest_byte(t);
+    let nl = at + lowest_byte(t);
     if nl >= c.len {
         return 1;
     }
@@ -305,12 +319,11 @@ pub fn scan(len: u32) -> Found {
     let Some(data) = data_ptr() else {
         return Found::default();
     };
-    let Some(xff) = XFF.get_ptr_mut(0) else {
+    let Some(st) = SCAN.get_ptr_mut(0) else {
         return Found::default();
     };
-    unsafe { *xff = 0 };
-    let mut c = ScanCtx {
-        data,
+    let c = unsafe { &mut *st };
+    *c = ScanCtx {
         len,
         pos: 0,
         line: 0,
@@ -322,19 +335,21 @@ pub fn scan(len: u32) -> Found {
         complete: 0,
         ended: 0,
         _pad: [0; 2],
-        xff,
+        xff: 0,
     };
     let mut found = Found::default();
     // A segment may begin with a header line (the block continues from an earlier segment).
-    match_line(data, 0, &mut c);
+    match_line(data, 0, c);
+    let mut l = LoopCtx { data, st };
     unsafe {
         bpf_loop(
             len,
             step as *mut c_void,
-            &mut c as *mut ScanCtx as *mut c_void,
+            &mut l as *mut LoopCtx as *mut c_void,
             0,
         );
     }
+    let c = unsafe { &*st };
     found.matched = c.matched != 0;
     found.line_complete = c.complete != 0;
     found.header = c.header;
@@ -342,7 +357,7 @@ pub fn scan(len: u32) -> Found {
     found.token = c.token;
     found.value_offset = c.value as u16;
     found.ended = c.ended != 0;
-    let v = unsafe { *xff } & MASK;
+    let v = c.xff & MASK;
     if v != 0 && v < len {
         found.xff_off = v;
         found.xff_len = value_len(data, v, len);
