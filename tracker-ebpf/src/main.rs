@@ -356,12 +356,7 @@ fn is_backend(addr: &[u8; 16], port: u16) -> bool {
 }
 
 #[inline(always)]
-fn is_tracked(key: &FlowKey) -> bool {
-    let sp = port_bits(key.src_port);
-    let dp = port_bits(key.dst_port);
-    if (sp | dp) == 0 {
-        return false;
-    }
+fn is_tracked(key: &FlowKey, sp: u8, dp: u8) -> bool {
     if (sp | dp) & PORT_FRONTEND != 0 {
         return true;
     }
@@ -369,6 +364,8 @@ fn is_tracked(key: &FlowKey) -> bool {
         || (sp & PORT_BACKEND != 0 && is_backend(&key.src_addr, key.src_port))
 }
 
+// Keys by reference on purpose, as in `flow_update`.
+#[allow(clippy::needless_borrows_for_generic_args)]
 #[inline(always)]
 fn track<P: Packet>(ctx: &P, direction: u8) -> Result<(), ()> {
     count(stat::PACKETS);
@@ -385,12 +382,20 @@ fn track<P: Packet>(ctx: &P, direction: u8) -> Result<(), ()> {
             core::ptr::read_volatile(&seg.payload_len),
         )
     };
-    if !is_tracked(&seg.key) {
+    let sp = port_bits(seg.key.src_port);
+    let dp = port_bits(seg.key.dst_port);
+    if (sp | dp) == 0 {
+        return bail(stat::UNTRACKED);
+    }
+    // A flow with an entry is tracked (entries are made for tracked flows only): the LPM trie
+    // is consulted only for a flow not seen yet.
+    let existing = FLOWS.get_ptr_mut(&seg.key);
+    if existing.is_none() && !is_tracked(&seg.key, sp, dp) {
         return bail(stat::UNTRACKED);
     }
     count(stat::TRACKED);
     let now = unsafe { bpf_ktime_get_ns() };
-    let state = flow_update(seg, flags, now)?;
+    let state = flow_update(seg, flags, now, existing)?;
     let state = unsafe { &mut *state };
 
     if flags & (TCP_FIN | TCP_RST) != 0 {
@@ -583,9 +588,14 @@ fn authenticated_pass(
 // Keys are passed by reference on purpose: by value they would be copied to the stack.
 #[allow(clippy::needless_borrows_for_generic_args)]
 #[inline(always)]
-fn flow_update(seg: &Segment, tcp_flags: u8, now: u64) -> Result<*mut FlowState, ()> {
+fn flow_update(
+    seg: &Segment,
+    tcp_flags: u8,
+    now: u64,
+    existing: Option<*mut FlowState>,
+) -> Result<*mut FlowState, ()> {
     if tcp_flags & TCP_SYN == 0
-        && let Some(s) = FLOWS.get_ptr_mut(&seg.key)
+        && let Some(s) = existing
     {
         let s = unsafe { &mut *s };
         s.last_seen_ns = now;
