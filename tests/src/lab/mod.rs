@@ -763,98 +763,30 @@ impl Lab {
         let mut all_ns = vec![t.lb_ns.as_str(), t.client_ns.as_str(), t.switch_ns.as_str()];
         all_ns.extend(t.backends.iter().map(|b| b.ns.as_str()));
         for ns in &all_ns {
-            sys::ip(&["netns", "add", ns])?;
-            sys::ip_ns(ns, &["link", "set", "lo", "up"])?;
+            sys::netns_add(ns)?;
         }
         // Frontend leg: nta-lb/nta-fe <-> nta-cli/eth0.
-        sys::ip_ns(
-            &t.lb_ns,
-            &[
-                "link",
-                "add",
-                &t.lb_frontend_if,
-                "type",
-                "veth",
-                "peer",
-                "name",
-                &t.client_if,
-                "netns",
-                &t.client_ns,
-            ],
-        )?;
-        sys::ip_ns(
-            &t.lb_ns,
-            &[
-                "addr",
-                "add",
-                &format!("{}/24", t.vip),
-                "dev",
-                &t.lb_frontend_if,
-            ],
-        )?;
-        sys::ip_ns(&t.lb_ns, &["link", "set", &t.lb_frontend_if, "up"])?;
-        for a in &t.client_addrs {
-            sys::ip_ns(
-                &t.client_ns,
-                &["addr", "add", &format!("{a}/24"), "dev", &t.client_if],
-            )?;
-        }
-        sys::ip_ns(&t.client_ns, &["link", "set", &t.client_if, "up"])?;
+        sys::veth(&t.lb_ns, &t.lb_frontend_if, &t.client_ns, &t.client_if)?;
+        sys::addrs_up(&t.lb_ns, &t.lb_frontend_if, &[format!("{}/24", t.vip)])?;
+        let client_cidrs: Vec<String> = t.client_addrs.iter().map(|a| format!("{a}/24")).collect();
+        sys::addrs_up(&t.client_ns, &t.client_if, &client_cidrs)?;
         // Backend leg: nta-lb/nta-be <-> nta-sw/lb, bridge br0, nta-webN/eth0 <-> nta-sw/webN.
         sys::ip_ns(&t.switch_ns, &["link", "add", "br0", "type", "bridge"])?;
         sys::ip_ns(&t.switch_ns, &["link", "set", "br0", "up"])?;
-        sys::ip_ns(
-            &t.lb_ns,
-            &[
-                "link",
-                "add",
-                &t.lb_backend_if,
-                "type",
-                "veth",
-                "peer",
-                "name",
-                "lb",
-                "netns",
-                &t.switch_ns,
-            ],
-        )?;
+        sys::veth(&t.lb_ns, &t.lb_backend_if, &t.switch_ns, "lb")?;
         sys::ip_ns(&t.switch_ns, &["link", "set", "lb", "master", "br0", "up"])?;
-        sys::ip_ns(
+        sys::addrs_up(
             &t.lb_ns,
-            &[
-                "addr",
-                "add",
-                &format!("{}/24", t.lb_backend_addr),
-                "dev",
-                &t.lb_backend_if,
-            ],
+            &t.lb_backend_if,
+            &[format!("{}/24", t.lb_backend_addr)],
         )?;
-        sys::ip_ns(&t.lb_ns, &["link", "set", &t.lb_backend_if, "up"])?;
         for b in &t.backends {
-            sys::ip_ns(
-                &b.ns,
-                &[
-                    "link",
-                    "add",
-                    "eth0",
-                    "type",
-                    "veth",
-                    "peer",
-                    "name",
-                    &b.name,
-                    "netns",
-                    &t.switch_ns,
-                ],
-            )?;
+            sys::veth(&b.ns, "eth0", &t.switch_ns, &b.name)?;
             sys::ip_ns(
                 &t.switch_ns,
                 &["link", "set", &b.name, "master", "br0", "up"],
             )?;
-            sys::ip_ns(
-                &b.ns,
-                &["addr", "add", &format!("{}/24", b.addr), "dev", "eth0"],
-            )?;
-            sys::ip_ns(&b.ns, &["link", "set", "eth0", "up"])?;
+            sys::addrs_up(&b.ns, "eth0", &[format!("{}/24", b.addr)])?;
         }
         Ok(())
     }
@@ -864,39 +796,14 @@ impl Lab {
     /// are used (`KRB5_CONFIG`, `KRB5_KDC_PROFILE`): Debian's own KDC, if any, is untouched.
     fn build_kdc(&self, k: &KdcInfo) -> Result<()> {
         let t = &self.topo;
-        sys::ip(&["netns", "add", &k.ns])?;
-        sys::ip_ns(&k.ns, &["link", "set", "lo", "up"])?;
-        sys::ip_ns(
+        sys::netns_add(&k.ns)?;
+        sys::veth(&t.client_ns, CLIENT_KDC_IF, &k.ns, "eth0")?;
+        sys::addrs_up(
             &t.client_ns,
-            &[
-                "link",
-                "add",
-                CLIENT_KDC_IF,
-                "type",
-                "veth",
-                "peer",
-                "name",
-                "eth0",
-                "netns",
-                &k.ns,
-            ],
+            CLIENT_KDC_IF,
+            &[format!("{CLIENT_KDC_ADDR}/24")],
         )?;
-        sys::ip_ns(
-            &t.client_ns,
-            &[
-                "addr",
-                "add",
-                &format!("{CLIENT_KDC_ADDR}/24"),
-                "dev",
-                CLIENT_KDC_IF,
-            ],
-        )?;
-        sys::ip_ns(&t.client_ns, &["link", "set", CLIENT_KDC_IF, "up"])?;
-        sys::ip_ns(
-            &k.ns,
-            &["addr", "add", &format!("{}/24", k.addr), "dev", "eth0"],
-        )?;
-        sys::ip_ns(&k.ns, &["link", "set", "eth0", "up"])?;
+        sys::addrs_up(&k.ns, "eth0", &[format!("{}/24", k.addr)])?;
 
         let st = self.state_dir();
         let kdir = st.join("kdc");

@@ -96,6 +96,30 @@ pub fn ip_ns(ns: &str, args: &[&str]) -> Result<()> {
     run(Command::new("ip").args(["-n", ns]).args(args)).map(|_| ())
 }
 
+/// A new network namespace with its loopback up.
+pub fn netns_add(ns: &str) -> Result<()> {
+    ip(&["netns", "add", ns])?;
+    ip_ns(ns, &["link", "set", "lo", "up"])
+}
+
+/// A veth pair: `name` in `ns`, its peer `peer` in `peer_ns`.
+pub fn veth(ns: &str, name: &str, peer_ns: &str, peer: &str) -> Result<()> {
+    ip_ns(
+        ns,
+        &[
+            "link", "add", name, "type", "veth", "peer", "name", peer, "netns", peer_ns,
+        ],
+    )
+}
+
+/// The addresses (`a.b.c.d/len`) on `dev` in `ns`, then the link up.
+pub fn addrs_up(ns: &str, dev: &str, cidrs: &[String]) -> Result<()> {
+    for c in cidrs {
+        ip_ns(ns, &["addr", "add", c, "dev", dev])?;
+    }
+    ip_ns(ns, &["link", "set", dev, "up"])
+}
+
 /// A command run inside network namespace `ns` (`ip netns exec NS PROGRAM`).
 pub fn ns_command<S: AsRef<OsStr>>(ns: &str, program: S) -> Command {
     let mut c = Command::new("ip");
