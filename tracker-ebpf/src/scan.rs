@@ -376,8 +376,7 @@ pub fn scan(len: u32) -> Found {
 fn value_len(data: *const u8, v: u32, len: u32) -> u32 {
     let mut i = 0u32;
     while i <= identity::MAX_LEN as u32 {
-        let x = rd8(data, v + i) ^ 0x0a0a_0a0a_0a0a_0a0a;
-        let t = x.wrapping_sub(0x0101_0101_0101_0101) & !x & 0x8080_8080_8080_8080;
+        let t = newlines(data, v + i);
         if t != 0 {
             let nl = v + i + lowest_byte(t);
             if nl >= len || nl == v {
