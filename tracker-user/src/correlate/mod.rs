@@ -173,6 +173,11 @@ const OFFER_NEGOTIATE: u8 = 1;
 const OFFER_NTLM: u8 = 2;
 
 impl Conn {
+    /// Ends the kernel's identity check of this connection, if it had one.
+    fn end_kernel_check(&mut self) -> Option<AuthUpdate> {
+        self.kernel_auth.take().map(|key| AuthUpdate::Clear { key })
+    }
+
     fn leg(&self, at_ns: u64) -> LegInfo {
         LegInfo {
             client: self.client,
@@ -498,8 +503,8 @@ impl Correlator {
     /// Evicts the oldest connection (ids grow with creation: O(log n), not a scan).
     fn evict_conn(&mut self) {
         if let Some(id) = self.conns.keys().next().copied() {
-            if let Some(key) = self.conns.remove(&id).and_then(|c| c.kernel_auth) {
-                self.auth_updates.push(AuthUpdate::Clear { key });
+            if let Some(mut c) = self.conns.remove(&id) {
+                self.auth_updates.extend(c.end_kernel_check());
             }
             self.stats.evicted_connections += 1;
         }
@@ -512,9 +517,7 @@ impl Correlator {
         let (id, _) = self.conn_for(h, None);
         if let Some(c) = self.conns.get_mut(&id) {
             c.last_ns = h.timestamp_ns;
-            if let Some(key) = c.kernel_auth.take() {
-                self.auth_updates.push(AuthUpdate::Clear { key });
-            }
+            self.auth_updates.extend(c.end_kernel_check());
             if c.closed.is_none() {
                 c.closed = Some(Closed {
                     how: if h.tcp_flags & 0x04 != 0 {
@@ -720,9 +723,7 @@ impl Correlator {
     fn deauthenticate(&mut self, id: u64) {
         if let Some(c) = self.conns.get_mut(&id) {
             c.auth = None;
-            if let Some(key) = c.kernel_auth.take() {
-                self.auth_updates.push(AuthUpdate::Clear { key });
-            }
+            self.auth_updates.extend(c.end_kernel_check());
         }
     }
 
@@ -744,11 +745,7 @@ impl Correlator {
                     identity,
                 });
             }
-            _ => {
-                if let Some(key) = c.kernel_auth.take() {
-                    self.auth_updates.push(AuthUpdate::Clear { key });
-                }
-            }
+            _ => self.auth_updates.extend(c.end_kernel_check()),
         }
     }
 
@@ -1378,9 +1375,7 @@ impl Correlator {
         for id in gone {
             if let Some(mut c) = self.conns.remove(&id) {
                 self.flush_pending(&mut c, out);
-                if let Some(key) = c.kernel_auth {
-                    self.auth_updates.push(AuthUpdate::Clear { key });
-                }
+                self.auth_updates.extend(c.end_kernel_check());
             }
         }
         let live: std::collections::HashSet<u64> = self.conns.keys().copied().collect();
