@@ -172,6 +172,8 @@ impl KerberosInfo {
 #[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
 pub struct NegotiateInfo {
     /// Wrapped in SPNEGO (NegTokenInit / NegTokenResp), not a bare mechanism token.
+    /// (Not serialised: the event writes the SPNEGO fields only when this is set.)
+    #[serde(skip)]
     pub spnego: bool,
     /// NegTokenInit mechTypes, preferred first (`kerberos`, `ntlm`, `negoex`, …).
     #[serde(skip_serializing_if = "Vec::is_empty")]
@@ -184,7 +186,8 @@ pub struct NegotiateInfo {
     pub supported_mech: Option<&'static str>,
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub mech_list_mic: bool,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    /// (Not serialised here: events carry it as their top-level `kerberos` object.)
+    #[serde(skip)]
     pub kerberos: Option<KerberosInfo>,
 }
 

@@ -147,12 +147,7 @@ impl Context {
                 v["kerberos"] = json!(k);
             }
             if n.spnego {
-                let mut sp = json!(n);
-                if let Some(o) = sp.as_object_mut() {
-                    o.remove("kerberos");
-                    o.remove("spnego");
-                }
-                v["ntlm_affinity"]["spnego"] = sp;
+                v["ntlm_affinity"]["spnego"] = json!(n);
             }
         }
         if let Some(http) = http_fields(&m.head.start, None) {
