@@ -33,6 +33,7 @@ use nta_tests::lab::{
     TruthRecord, client_addr,
 };
 use serde_json::Value;
+use support::tracker::Tracker;
 use support::verdicts::{
     actions, alerts, assert_exact, backend_ip, clients, count, drain_capture, endpoint,
     kernel_stat, lab_up, replay, serial, sources, start_lab_tracker,
@@ -398,7 +399,15 @@ fn run_scenario(
     extra: &[&str],
     traffic: impl FnOnce(&Lab),
 ) -> (Vec<Value>, Vec<TruthRecord>) {
-    let tracker = start_lab_tracker(lab, extra);
+    run_scenario_with(lab, start_lab_tracker(lab, extra), traffic)
+}
+
+/// [`run_scenario`] with a tracker already started.
+fn run_scenario_with(
+    lab: &Lab,
+    tracker: Tracker,
+    traffic: impl FnOnce(&Lab),
+) -> (Vec<Value>, Vec<TruthRecord>) {
     traffic(lab);
     let events = tracker.stop();
     let truth = lab.truth().unwrap();
@@ -665,14 +674,12 @@ fn nginx_keepalive(test: &str, sc: &str, servers: &[usize], kernel_identity: boo
     // The backend leg, for replay (every request reaches the daemon when it runs without the
     // kernel check, so live and replay must agree exactly).
     let cap = (!kernel_identity).then(|| lab.start_capture(LB_BACKEND_IF, test).unwrap());
-    let (events, truth) = if kernel_identity {
-        let tracker = start_lab_tracker_kernel_identity(&lab, &[]);
-        traffic(&lab);
-        let events = tracker.stop();
-        (events, lab.truth().unwrap())
+    let tracker = if kernel_identity {
+        start_lab_tracker_kernel_identity(&lab, &[])
     } else {
-        run_scenario(&lab, &[], traffic)
+        start_lab_tracker(&lab, &[])
     };
+    let (events, truth) = run_scenario_with(&lab, tracker, traffic);
     let s = summarize(sc, &truth);
     assert_kerberos_logons(sc, &s, "true", 4);
     assert!(

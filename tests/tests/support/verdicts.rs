@@ -38,23 +38,23 @@ pub fn lab_up(test: &str, cfg: LabConfig) -> Option<Lab> {
 /// Options every tracker of the lab suites gets (live and replay).
 pub const COMMON: [&str; 2] = ["--client-port-header", "X-Client-Port"];
 
-/// `ntlm-affinity run` in the balancer namespace on `nta-be` + `nta-fe`, with `extra`.
+/// `ntlm-affinity run` in the balancer namespace on `nta-be` + `nta-fe`, with the
+/// client-port header and `extra`.
 pub fn start_lab_tracker(lab: &Lab, extra: &[&str]) -> Tracker {
-    let mut cmd = lab.lb_command(tracker_bin());
-    cmd.args(lab.topology().tracker_args())
-        .args(["--stats-interval", "0"])
-        .args(COMMON)
-        .args(extra);
-    Tracker::start(cmd)
+    start_tracker_with(lab, &[&COMMON[..], extra].concat())
 }
 
 /// As [`start_lab_tracker`], without the client-port header: X-Forwarded-For alone names a
 /// client, so the kernel checks requests on authenticated connections itself (design §2.5).
 pub fn start_lab_tracker_kernel_identity(lab: &Lab, extra: &[&str]) -> Tracker {
+    start_tracker_with(lab, extra)
+}
+
+fn start_tracker_with(lab: &Lab, args: &[&str]) -> Tracker {
     let mut cmd = lab.lb_command(tracker_bin());
     cmd.args(lab.topology().tracker_args())
         .args(["--stats-interval", "0"])
-        .args(extra);
+        .args(args);
     Tracker::start(cmd)
 }
 
