@@ -1117,3 +1117,25 @@ fn authenticated_connection_requests_are_checked_in_the_kernel() {
     k.auth.apply(&AuthUpdate::Clear { key });
     k.records();
 }
+
+/// The verifier's work per program (`verified_insns`) has headroom below its limit of one
+/// million: a rule change that multiplies the verifier's states fails here with the figure,
+/// not as an E2BIG load failure on some later kernel (docs/design.md, "Verifier lessons").
+#[test]
+fn verifier_work_has_headroom() {
+    let Some(mut k) = kernel("verifier_work_has_headroom") else {
+        return;
+    };
+    for name in [XDP_PROGRAM, TC_PROGRAM] {
+        let p = k.tracker.ebpf_mut().program_mut(name).unwrap();
+        let info = p.info().unwrap();
+        let n = info
+            .verified_instruction_count()
+            .expect("verified_insns (Linux 5.16+)");
+        println!("{name}: {n} instructions verified");
+        assert!(
+            n < 250_000,
+            "{name}: {n} verified instructions, budget 250000"
+        );
+    }
+}

@@ -4,6 +4,38 @@
 //! agree on every byte; padding is always written as zero so hash-map keys compare exactly.
 #![no_std]
 
+pub mod flow;
+pub mod scan;
+
+/// TCP header flag bits (`RecordHeader::tcp_flags`).
+pub mod tcp {
+    pub const FIN: u8 = 0x01;
+    pub const SYN: u8 = 0x02;
+    pub const RST: u8 = 0x04;
+    pub const PSH: u8 = 0x08;
+    pub const ACK: u8 = 0x10;
+}
+
+/// Names of the kernel object's maps and programs, as the loader and the tests look them
+/// up. The eBPF crate's statics carry the same names (a `#[map]` takes its name from the
+/// static); a mismatch fails every load in the suite.
+pub mod names {
+    pub const FLOWS: &str = "FLOWS";
+    pub const ENDPOINTS: &str = "ENDPOINTS";
+    pub const TRACKED_PORTS: &str = "TRACKED_PORTS";
+    pub const CONFIG: &str = "CONFIG";
+    pub const EVENTS: &str = "EVENTS";
+    pub const STATS: &str = "STATS";
+    pub const AUTH_FLOWS: &str = "AUTH_FLOWS";
+    /// The XDP program (ingress).
+    pub const INGRESS_PROGRAM: &str = "ntlm_ingress";
+    /// The TC program (egress).
+    pub const EGRESS_PROGRAM: &str = "ntlm_egress";
+    /// Pass-through baselines of the benchmark harness.
+    pub const XDP_BASELINE: &str = "pass_xdp";
+    pub const TC_BASELINE: &str = "pass_tc";
+}
+
 /// Largest payload copy the kernel makes of one segment. The configured capture length
 /// (`Config::capture_len`) may only lower it. A power of two: offsets are masked with it.
 pub const CAPTURE_MAX: usize = 4096;
@@ -93,7 +125,8 @@ pub struct FlowState {
 }
 const _: () = assert!(core::mem::size_of::<FlowState>() == 40);
 
-/// What the base64 prefix of a header value says, without decoding it (ntlm-facts.md).
+/// What the base64 prefix of a header value says, without decoding it ([`scan::classify`];
+/// docs/ntlm.md, "Token prefixes").
 #[repr(u8)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum TokenKind {
@@ -102,7 +135,7 @@ pub enum TokenKind {
     NtlmNegotiate = 1,
     NtlmChallenge = 2,
     NtlmAuthenticate = 3,
-    /// `YI…`: GSS-API initial token (SPNEGO NegTokenInit or a bare Kerberos AP-REQ).
+    /// `YA`..`YI`: GSS-API initial token (SPNEGO NegTokenInit or a bare Kerberos AP-REQ).
     GssInit = 4,
     /// `o…`: SPNEGO NegTokenResp.
     SpnegoResp = 5,
@@ -216,9 +249,10 @@ pub const DEFAULT_AUTH_FLOW_CAPACITY: u32 = 65_536;
 
 /// Value of `AUTH_FLOWS`, keyed by the request direction (balancer → server) of a backend
 /// connection that userspace saw authenticated (a Type-3 answered with success, or a
-/// Kerberos request answered with `Persistent-Auth: true`). Design §2.5: the kernel checks
-/// each later request's identity itself and delivers only the requests of another (or an
-/// unknown) client, and the responses to those.
+/// Kerberos request answered with `Persistent-Auth: true`). The kernel checks each later
+/// request's identity itself ([`flow::authenticated_pass`]) and delivers only the requests of
+/// another (or an unknown) client, and the responses to those (docs/design.md, "The identity
+/// check").
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub struct AuthFlow {

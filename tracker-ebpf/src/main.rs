@@ -16,10 +16,11 @@ use aya_ebpf::{
 use core::ffi::c_void;
 use tracker_common::{
     AuthFlow, CAPTURE_MAX, Capture, Config, DEFAULT_AUTH_FLOW_CAPACITY, DEFAULT_FLOW_CAPACITY,
-    DEFAULT_RING_BYTES, DIR_EGRESS, DIR_INGRESS, EndpointKey, FLOW_CAPTURING, FLOW_CLOSED,
-    FLOW_MIDSTREAM, FLOW_NTLM_SEEN, FLOW_OPEN, FlowKey, FlowState, MAX_IPV6_EXT_HEADERS,
-    PORT_BACKEND, PORT_FRONTEND, RECORD_CLOSE, RECORD_CONTINUATION, RECORD_HTTP, RECORD_MESSAGE,
-    RecordHeader, identity, stat,
+    DEFAULT_RING_BYTES, DIR_EGRESS, DIR_INGRESS, EndpointKey, FLOW_NTLM_SEEN, FlowKey, FlowState,
+    MAX_IPV6_EXT_HEADERS, PORT_BACKEND, PORT_FRONTEND, RECORD_CLOSE, RecordHeader,
+    flow::{self, Counters},
+    scan::{HEAD_NONE, HEAD_RESPONSE, http_head},
+    stat,
 };
 
 #[map]
@@ -37,7 +38,8 @@ static CONFIG: Array<Config> = Array::with_max_entries(1, 0);
 static EVENTS: RingBuf = RingBuf::with_byte_size(DEFAULT_RING_BYTES, 0);
 #[map]
 static STATS: PerCpuArray<u64> = PerCpuArray::with_max_entries(stat::COUNT, 0);
-/// Backend connections userspace saw authenticated, by request direction (design §2.5).
+/// Backend connections userspace saw authenticated, by request direction: the identity
+/// check (docs/design.md, "The identity check").
 #[map]
 static AUTH_FLOWS: LruHashMap<FlowKey, AuthFlow> =
     LruHashMap::with_max_entries(DEFAULT_AUTH_FLOW_CAPACITY, 0);
@@ -52,9 +54,6 @@ const ETH_P_IPV6: u16 = 0x86DD;
 const ETH_P_8021Q: u16 = 0x8100;
 const ETH_P_8021AD: u16 = 0x88A8;
 const IPPROTO_TCP: u8 = 6;
-const TCP_FIN: u8 = 0x01;
-const TCP_SYN: u8 = 0x02;
-const TCP_RST: u8 = 0x04;
 
 /// The one thing the parsing core needs from a program type: direct access to the linear
 /// header area and a constant-size copy of payload bytes (which may lie in fragments).
@@ -145,6 +144,16 @@ pub fn pass_tc(_ctx: TcContext) -> i32 {
 fn count(idx: u32) {
     if let Some(c) = STATS.get_ptr_mut(idx) {
         unsafe { *c += 1 }
+    }
+}
+
+/// The shared rules count through this: straight into `STATS`.
+struct Stats;
+
+impl Counters for Stats {
+    #[inline(always)]
+    fn count(&mut self, idx: u32) {
+        count(idx)
     }
 }
 
@@ -398,14 +407,8 @@ fn track<P: Packet>(ctx: &P, direction: u8) -> Result<(), ()> {
     let state = flow_update(seg, flags, now, existing)?;
     let state = unsafe { &mut *state };
 
-    if flags & (TCP_FIN | TCP_RST) != 0 {
-        // Reported once per connection (FIN retransmits and the RST after FIN are not).
-        let first_close = state.flags & FLOW_CLOSED == 0;
-        state.flags |= FLOW_CLOSED;
-        if first_close && state.flags & FLOW_NTLM_SEEN != 0 {
-            count(stat::CLOSES);
-            emit_close(ctx, seg, state, direction, now);
-        }
+    if flow::close(&mut Stats, state, flags) {
+        emit_close(ctx, seg, state, direction, now);
     }
     if payload_len == 0 {
         return Ok(());
@@ -423,53 +426,26 @@ fn track<P: Packet>(ctx: &P, direction: u8) -> Result<(), ()> {
     if copied == 0 {
         return bail(stat::LOAD_FAILED);
     }
-
-    // A segment inside a capture window continues an auth header of an earlier segment.
-    let mut continuation = false;
-    if state.flags & FLOW_CAPTURING != 0 {
-        let rel = seq.wrapping_sub(state.capture_from);
-        let window = state.capture_until.wrapping_sub(state.capture_from);
-        continuation = rel < window;
-        let end = seq.wrapping_add(payload_len);
-        if !continuation || end.wrapping_sub(state.capture_from) >= window {
-            state.flags &= !FLOW_CAPTURING;
-        }
-    }
+    let continuation = flow::continues_capture(state, seq, payload_len);
 
     count(stat::SCANNED);
     let ntlm_before = state.flags & FLOW_NTLM_SEEN != 0;
     let found = scan::scan(copied);
-    if found.matched {
-        count(stat::MATCHED);
-        state.flags |= FLOW_NTLM_SEEN;
-        state.messages = state.messages.wrapping_add(1);
-        state.last_token = found.token;
-        if !ntlm_before {
-            mark_reverse(&seg.key);
-        }
+    if flow::on_message(&mut Stats, state, &found) {
+        mark_reverse(&seg.key);
     }
-    // On a connection that carried NTLM, every request/response head matters: the status
-    // answering a Type-3, and each later request on a possibly authenticated connection —
-    // except those the kernel's identity check passes silently.
-    let head = if ntlm_before && !continuation {
-        http_head(cap, copied)
+    let head = if flow::wants_head(ntlm_before, continuation) {
+        match scan::scratch() {
+            Some(w) => http_head(&w, copied),
+            None => HEAD_NONE,
+        }
     } else {
         HEAD_NONE
     };
     let passed_silently =
         head != HEAD_NONE && authenticated_pass(seg, state.generation, cfg, &found, head);
-    let http_head = head != HEAD_NONE && !found.matched && !passed_silently;
-    // A cut header name is sent too: the daemon joins it with the segment that follows.
-    if continuation || found.matched || found.partial_name_at_end || http_head {
-        let kind = if continuation {
-            count(stat::CONTINUATIONS);
-            RECORD_CONTINUATION
-        } else if found.matched || found.partial_name_at_end {
-            RECORD_MESSAGE
-        } else {
-            count(stat::HTTP_HEADS);
-            RECORD_HTTP
-        };
+    let kind = flow::record_kind(&mut Stats, continuation, &found, head, passed_silently);
+    if kind != 0 {
         write_header(
             &mut cap.header,
             ctx,
@@ -486,13 +462,7 @@ fn track<P: Packet>(ctx: &P, direction: u8) -> Result<(), ()> {
         cap.header.value_offset = found.value_offset;
         output(cap, copied);
     }
-    // The auth header (or its name) runs past this segment: copy what follows, by sequence.
-    if (found.matched && !found.line_complete) || found.partial_name_at_end {
-        let next = seq.wrapping_add(payload_len);
-        state.flags |= FLOW_CAPTURING;
-        state.capture_from = next;
-        state.capture_until = next.wrapping_add(cfg.continuation_bytes);
-    }
+    flow::start_capture(state, &found, seq, payload_len, cfg.continuation_bytes);
     Ok(())
 }
 
@@ -505,35 +475,9 @@ fn mark_reverse(key: &FlowKey) {
     }
 }
 
-const HEAD_NONE: u8 = 0;
-const HEAD_REQUEST: u8 = 1;
-const HEAD_RESPONSE: u8 = 2;
-
-/// Whether a copied payload begins an HTTP/1.x response ("HTTP/") or request (a method:
-/// three leading uppercase letters or '_', as in RPC_IN_DATA). The daemon parses it fully.
-#[inline(always)]
-fn http_head(cap: &Capture, len: u32) -> u8 {
-    if len < 8 {
-        return HEAD_NONE;
-    }
-    let d = &cap.data;
-    if d[0] == b'H' && d[1] == b'T' && d[2] == b'T' && d[3] == b'P' && d[4] == b'/' {
-        return HEAD_RESPONSE;
-    }
-    let upper = |b: u8| b.is_ascii_uppercase() || b == b'_';
-    if upper(d[0]) && upper(d[1]) && upper(d[2]) {
-        HEAD_REQUEST
-    } else {
-        HEAD_NONE
-    }
-}
-
-/// The per-request identity check on authenticated connections (design §2.5). A request
-/// whose whole head is in this segment and whose last `X-Forwarded-For` hashes to the
-/// identity that authenticated the connection passes without a record, and so does the
-/// response to it; anything else (another or no identity, a cut head) is delivered and
-/// userspace decides. Costs one hash lookup per head on connections that carried NTLM or
-/// Negotiate, and nothing anywhere else.
+/// The per-request identity check on authenticated connections ([`flow::authenticated_pass`]):
+/// one hash lookup per head on connections that carried NTLM or Negotiate, nothing anywhere
+/// else.
 // Keys by reference on purpose, as in `flow_update`.
 #[allow(clippy::needless_borrows_for_generic_args)]
 #[inline(always)]
@@ -541,47 +485,23 @@ fn authenticated_pass(
     seg: &Segment,
     generation: u64,
     cfg: &Config,
-    found: &scan::Found,
+    found: &tracker_common::scan::Found,
     head: u8,
 ) -> bool {
-    if head == HEAD_RESPONSE {
-        let Some(a) = AUTH_FLOWS.get_ptr_mut(&seg.key.reverse()) else {
-            return false;
+    let lookup = || {
+        let a = if head == HEAD_RESPONSE {
+            AUTH_FLOWS.get_ptr_mut(&seg.key.reverse())
+        } else {
+            AUTH_FLOWS.get_ptr_mut(&seg.key)
         };
-        // Plain read-modify-write: core has no atomic RMW for bpfel, and a request and its
-        // response never race (the response follows the request on one connection).
-        let pending = unsafe { &mut (*a).suppressed };
-        if *pending == 0 {
-            return false;
-        }
-        *pending -= 1;
-        // A response with an auth header (a re-challenge) is always delivered.
-        if found.matched {
-            return false;
-        }
-        count(stat::RESPONSES_SUPPRESSED);
-        return true;
-    }
-    // A request with credentials is a message: always delivered.
-    if found.matched {
-        return false;
-    }
-    let Some(a) = AUTH_FLOWS.get_ptr_mut(&seg.key) else {
-        return false;
+        // Plain read-modify-write of the entry: core has no atomic RMW for bpfel, and a
+        // request and its response never race (the response follows the request on one
+        // connection).
+        a.map(|p| unsafe { &mut *p })
     };
-    let same = unsafe { (*a).generation } == generation
-        && found.ended
-        && found.xff_len > 0
-        && found.xff_len <= identity::MAX_LEN as u32
-        && scan::identity_hash(&cfg.identity_key, found.xff_off, found.xff_len)
-            == unsafe { (*a).identity };
-    if !same {
-        count(stat::IDENTITY_MISMATCH);
-        return false;
-    }
-    count(stat::IDENTITY_MATCH);
-    unsafe { (*a).suppressed += 1 };
-    true
+    flow::authenticated_pass(&mut Stats, lookup, head, generation, found, |off, len| {
+        scan::identity_hash(&cfg.identity_key, off, len)
+    })
 }
 
 /// Finds or creates the flow entry; SYN starts a new generation.
@@ -594,34 +514,18 @@ fn flow_update(
     now: u64,
     existing: Option<*mut FlowState>,
 ) -> Result<*mut FlowState, ()> {
-    if tcp_flags & TCP_SYN == 0
+    if !flow::opens_generation(tcp_flags)
         && let Some(s) = existing
     {
         let s = unsafe { &mut *s };
         s.last_seen_ns = now;
         return Ok(s as *mut FlowState);
     }
-    let mut flags = FLOW_OPEN;
-    if tcp_flags & TCP_SYN == 0 {
-        flags |= FLOW_MIDSTREAM;
-        count(stat::FLOW_MIDSTREAM);
-        // A connection already open when the tracker attached: if the other direction has
-        // carried NTLM, this one's heads (the 200 answering a Type-3) matter too. Not on SYN:
-        // a reused 5-tuple must not inherit the old connection's state.
-        if let Some(r) = FLOWS.get_ptr(seg.key.reverse())
-            && unsafe { (*r).flags } & FLOW_NTLM_SEEN != 0
-        {
-            flags |= FLOW_NTLM_SEEN;
-        }
-    } else {
-        count(stat::FLOW_NEW);
-    }
-    let fresh = FlowState {
-        generation: now,
-        last_seen_ns: now,
-        flags,
-        ..FlowState::default()
-    };
+    let fresh = flow::new_flow(&mut Stats, tcp_flags, now, || {
+        FLOWS
+            .get_ptr(seg.key.reverse())
+            .is_some_and(|r| unsafe { (*r).flags } & FLOW_NTLM_SEEN != 0)
+    });
     if FLOWS.insert(&seg.key, &fresh, 0).is_err() {
         return bail(stat::FLOW_UPDATE_FAILED);
     }
@@ -635,16 +539,7 @@ fn flow_update(
 /// length is variable but provably within [1, CAPTURE_MAX], which is what the verifier needs.
 #[inline(always)]
 fn copy_payload<P: Packet>(ctx: &P, off: u32, len: u32, cap: &mut Capture, limit: u32) -> u32 {
-    let mut want = len;
-    let max = if limit < CAPTURE_MAX as u32 {
-        limit
-    } else {
-        CAPTURE_MAX as u32
-    };
-    if want > max {
-        count(stat::CAPTURE_TRUNCATED);
-        want = max;
-    }
+    let want = flow::copy_len(&mut Stats, len, limit);
     if want == 0 {
         return 0;
     }

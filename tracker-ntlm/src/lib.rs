@@ -154,24 +154,18 @@ pub enum TokenKind {
     Unknown,
 }
 
-/// Classifies base64 token text by prefix, without decoding (the kernel's prefix table:
-/// `TlRMTVNTUAAB`/`C`/`D`, `Y[A-I]`, `o`).
+/// Classifies base64 token text by prefix, without decoding: the kernel's rule
+/// ([`tracker_common::scan::classify`]), so the decoder, the kernel and replay's model always
+/// agree on a token's kind.
 pub fn classify_base64_prefix(value: &[u8]) -> TokenKind {
-    if value.starts_with(b"TlRMTVNTUAAB") {
-        TokenKind::NtlmNegotiate
-    } else if value.starts_with(b"TlRMTVNTUAAC") {
-        TokenKind::NtlmChallenge
-    } else if value.starts_with(b"TlRMTVNTUAAD") {
-        TokenKind::NtlmAuthenticate
-    } else if value.first() == Some(&b'Y')
-        && value.get(1).is_some_and(|c| (b'A'..=b'I').contains(c))
-    {
-        TokenKind::GssInit
-    } else if value.starts_with(b"o") {
-        TokenKind::SpnegoResp
-    } else if value.is_empty() {
-        TokenKind::None
-    } else {
-        TokenKind::Unknown
+    use tracker_common::TokenKind as K;
+    match tracker_common::scan::classify_value(value) {
+        K::None => TokenKind::None,
+        K::NtlmNegotiate => TokenKind::NtlmNegotiate,
+        K::NtlmChallenge => TokenKind::NtlmChallenge,
+        K::NtlmAuthenticate => TokenKind::NtlmAuthenticate,
+        K::GssInit => TokenKind::GssInit,
+        K::SpnegoResp => TokenKind::SpnegoResp,
+        K::Other => TokenKind::Unknown,
     }
 }

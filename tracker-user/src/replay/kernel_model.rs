@@ -1,35 +1,32 @@
-//! A userspace model of the kernel programs (tracker-ebpf `main.rs` `track` and `scan.rs`):
-//! turns each captured TCP segment into exactly the records the kernel would emit, so a
-//! replay feeds the same pipeline with the same input as the live daemon.
+//! A userspace model of the kernel programs (tracker-ebpf `main.rs` `track`): turns each
+//! captured TCP segment into exactly the records the kernel would emit, so a replay feeds the
+//! same pipeline with the same input as the live daemon.
 //!
-//! Mirrored rules: tracked endpoints (`--backend CIDR:PORT` by address and port, any
-//! `--frontend-port`); the flow table (SYN opens a new generation, the first packet of an
-//! unknown flow opens a mid-stream one); FIN/RST reported once per direction on a flow that
-//! carried NTLM; the auth-header scan anywhere in the header block (case-insensitive names,
-//! optional whitespace, `NTLM`/`Negotiate` as a whole word, base64 prefix classification, one
-//! match per segment, stop at the blank line); a cut header (or a cut last line that may be an
-//! auth header name) puts the flow in capture state for the next `continuation_bytes` by
-//! sequence; `RECORD_HTTP` for segments that begin with an HTTP start line on a connection
-//! that carried NTLM in either direction; at most `capture_len` payload bytes per record.
+//! The rules themselves are not copied here: the scan, the flow-state transitions, the record
+//! decision and the identity check are [`tracker_common::scan`] and [`tracker_common::flow`],
+//! the same functions the eBPF programs call. This file holds what the kernel gets from its
+//! maps: tracked endpoints (`--backend CIDR:PORT` by address and port, any
+//! `--frontend-port`), the flow table (an LRU bounded like `FLOWS`, O(1) per segment), the
+//! authenticated connections of the identity check (`AUTH_FLOWS`, filled by [`Self::apply`]
+//! as the daemon fills the map), and the counters. The differential test
+//! (`tests/tests/differential.rs`) runs both on the same frames and compares every record,
+//! flow entry and counter.
 //!
 //! One deliberate difference: with no tracked endpoint configured, every TCP segment is
 //! tracked (a replay convenience; the daemon refuses to track nothing).
 
-use std::collections::HashMap;
-
 use bytes::Bytes;
+use lru::LruCache;
 use tracker_common::{
-    CAPTURE_MAX, DEFAULT_CONTINUATION_BYTES, FLOW_CAPTURING, FLOW_CLOSED, FLOW_MIDSTREAM,
-    FLOW_NTLM_SEEN, FLOW_OPEN, FlowKey, FlowState, HDR_AUTHORIZATION, HDR_PROXY_AUTHENTICATE,
-    HDR_PROXY_AUTHORIZATION, HDR_WWW_AUTHENTICATE, RECORD_CLOSE, RECORD_CONTINUATION, RECORD_HTTP,
-    RECORD_MESSAGE, RecordHeader, SCHEME_NEGOTIATE, SCHEME_NTLM, TokenKind, stat,
+    AuthFlow, CAPTURE_MAX, DEFAULT_AUTH_FLOW_CAPACITY, DEFAULT_CONTINUATION_BYTES, FLOW_NTLM_SEEN,
+    FlowKey, FlowState, RECORD_CLOSE, RecordHeader,
+    flow::{self, Counters},
+    identity,
+    scan::{self, HEAD_NONE, HEAD_RESPONSE, Slice},
+    stat,
 };
 
-use crate::{endpoint::Backend, record::Record};
-
-const TCP_FIN: u8 = 0x01;
-const TCP_SYN: u8 = 0x02;
-const TCP_RST: u8 = 0x04;
+use crate::{correlate::AuthUpdate, endpoint::Backend, record::Record};
 
 /// What the kernel is configured with.
 #[derive(Clone, Debug)]
@@ -39,6 +36,10 @@ pub struct ModelConfig {
     pub capture_len: u32,
     pub continuation_bytes: u32,
     pub flow_capacity: usize,
+    /// Capacity of the authenticated-connection table (`AUTH_FLOWS`).
+    pub auth_flow_capacity: usize,
+    /// `Config::identity_key` of the kernel's identity hash.
+    pub identity_key: [u64; 2],
 }
 
 impl Default for ModelConfig {
@@ -49,6 +50,8 @@ impl Default for ModelConfig {
             capture_len: CAPTURE_MAX as u32,
             continuation_bytes: DEFAULT_CONTINUATION_BYTES,
             flow_capacity: tracker_common::DEFAULT_FLOW_CAPACITY as usize,
+            auth_flow_capacity: DEFAULT_AUTH_FLOW_CAPACITY as usize,
+            identity_key: [0; 2],
         }
     }
 }
@@ -69,11 +72,26 @@ pub struct Segment<'a> {
 pub struct KernelModel {
     cfg: ModelConfig,
     track_all: bool,
-    flows: HashMap<FlowKey, FlowState>,
+    /// `FLOWS`: least recently used first out when full, as the kernel's LRU map (which
+    /// picks among the least recently used approximately).
+    flows: LruCache<FlowKey, FlowState>,
+    /// `AUTH_FLOWS`, keyed by the request direction.
+    auth_flows: LruCache<FlowKey, AuthFlow>,
     /// The kernel's STATS counters, same indices.
     pub stats: [u64; stat::COUNT as usize],
     /// Flow entries evicted by the capacity bound (the kernel's LRU does this silently).
     pub flows_evicted: u64,
+}
+
+/// Puts `value` under `key`; when the key is new and the table full, the least recently used
+/// entry goes first. Returns whether one was evicted.
+fn put_bounded<V>(t: &mut LruCache<FlowKey, V>, cap: usize, key: FlowKey, value: V) -> bool {
+    let mut evicted = false;
+    if !t.contains(&key) && t.len() >= cap.max(1) {
+        evicted = t.pop_lru().is_some();
+    }
+    t.put(key, value);
+    evicted
 }
 
 fn addr_of(a: &[u8; 16], family: u8, port: u16) -> std::net::SocketAddr {
@@ -91,15 +109,57 @@ impl KernelModel {
         Self {
             cfg,
             track_all,
-            flows: HashMap::new(),
+            // Unbounded containers with the bound applied by `put_bounded`: `LruCache::new`
+            // would allocate the whole capacity (a million flows) up front.
+            flows: LruCache::unbounded(),
+            auth_flows: LruCache::unbounded(),
             stats: [0; stat::COUNT as usize],
             flows_evicted: 0,
         }
     }
 
     fn count(&mut self, s: u32) {
-        if let Some(c) = self.stats.get_mut(s as usize) {
-            *c += 1;
+        self.stats.count(s);
+    }
+
+    /// The flow entry of one direction, as the kernel's `FLOWS` holds it.
+    pub fn flow(&self, key: &FlowKey) -> Option<FlowState> {
+        self.flows.peek(key).copied()
+    }
+
+    /// Every flow entry, most recently used first.
+    pub fn flows(&self) -> impl Iterator<Item = (&FlowKey, &FlowState)> {
+        self.flows.iter()
+    }
+
+    pub fn auth_flow(&self, key: &FlowKey) -> Option<AuthFlow> {
+        self.auth_flows.peek(key).copied()
+    }
+
+    /// Applies the daemon's change to the authenticated-connection table, as the live daemon
+    /// writes it to `AUTH_FLOWS`.
+    pub fn apply(&mut self, update: &AuthUpdate) {
+        match update {
+            AuthUpdate::Set {
+                key: flow,
+                generation,
+                identity: (words, len),
+            } => {
+                let entry = AuthFlow {
+                    generation: *generation,
+                    identity: identity::hash(&self.cfg.identity_key, words, *len),
+                    suppressed: 0,
+                };
+                put_bounded(
+                    &mut self.auth_flows,
+                    self.cfg.auth_flow_capacity,
+                    *flow,
+                    entry,
+                );
+            }
+            AuthUpdate::Clear { key: flow } => {
+                self.auth_flows.pop(flow);
+            }
         }
     }
 
@@ -147,45 +207,21 @@ impl KernelModel {
     }
 
     fn flow_update(&mut self, seg: &Segment, now: u64) -> FlowState {
-        if seg.flags & TCP_SYN == 0
+        if !flow::opens_generation(seg.flags)
             && let Some(s) = self.flows.get_mut(&seg.key)
         {
             s.last_seen_ns = now;
             return *s;
         }
-        let mut flags = FLOW_OPEN;
-        if seg.flags & TCP_SYN == 0 {
-            flags |= FLOW_MIDSTREAM;
-            self.count(stat::FLOW_MIDSTREAM);
-            // As the kernel: a mid-stream direction inherits NTLM from its reverse.
-            if self
-                .flows
-                .get(&seg.key.reverse())
+        let flows = &self.flows;
+        let fresh = flow::new_flow(&mut self.stats, seg.flags, now, || {
+            flows
+                .peek(&seg.key.reverse())
                 .is_some_and(|r| r.flags & FLOW_NTLM_SEEN != 0)
-            {
-                flags |= FLOW_NTLM_SEEN;
-            }
-        } else {
-            self.count(stat::FLOW_NEW);
+        });
+        if put_bounded(&mut self.flows, self.cfg.flow_capacity, seg.key, fresh) {
+            self.flows_evicted += 1;
         }
-        if !self.flows.contains_key(&seg.key) && self.flows.len() >= self.cfg.flow_capacity {
-            if let Some(old) = self
-                .flows
-                .iter()
-                .min_by_key(|(_, s)| s.last_seen_ns)
-                .map(|(k, _)| *k)
-            {
-                self.flows.remove(&old);
-                self.flows_evicted += 1;
-            }
-        }
-        let fresh = FlowState {
-            generation: now,
-            last_seen_ns: now,
-            flags,
-            ..FlowState::default()
-        };
-        self.flows.insert(seg.key, fresh);
         fresh
     }
 
@@ -217,74 +253,61 @@ impl KernelModel {
             tcp_flags: seg.flags,
             _pad: [0; 6],
         };
-        if seg.flags & (TCP_FIN | TCP_RST) != 0 {
-            let first_close = state.flags & FLOW_CLOSED == 0;
-            state.flags |= FLOW_CLOSED;
-            if first_close && state.flags & FLOW_NTLM_SEEN != 0 {
-                self.count(stat::CLOSES);
-                let mut h = header(RECORD_CLOSE, &state, 0);
-                h.captured_len = 0;
-                out.push(Record {
-                    header: h,
-                    payload: Bytes::new(),
-                });
-                self.count(stat::EVENTS);
-            }
+        if flow::close(&mut self.stats, &mut state, seg.flags) {
+            out.push(Record {
+                header: header(RECORD_CLOSE, &state, 0),
+                payload: Bytes::new(),
+            });
+            self.count(stat::EVENTS);
         }
         if seg.payload_len == 0 {
-            self.flows.insert(seg.key, state);
+            self.store(seg.key, state);
             return;
         }
-        let max = self.cfg.capture_len.min(CAPTURE_MAX as u32);
-        let mut want = seg.payload_len;
-        if want > max {
-            self.count(stat::CAPTURE_TRUNCATED);
-            want = max;
-        }
+        let want = flow::copy_len(&mut self.stats, seg.payload_len, self.cfg.capture_len);
+        // A capture cut by its snap length has fewer bytes than the kernel would copy.
         let copied = (want as usize).min(seg.payload.len());
         if copied == 0 {
             self.count(stat::LOAD_FAILED);
-            self.flows.insert(seg.key, state);
+            self.store(seg.key, state);
             return;
         }
         let data = &seg.payload[..copied];
-
-        let mut continuation = false;
-        if state.flags & FLOW_CAPTURING != 0 {
-            let rel = seg.seq.wrapping_sub(state.capture_from);
-            let window = state.capture_until.wrapping_sub(state.capture_from);
-            continuation = rel < window;
-            let end = seg.seq.wrapping_add(seg.payload_len);
-            if !continuation || end.wrapping_sub(state.capture_from) >= window {
-                state.flags &= !FLOW_CAPTURING;
-            }
-        }
+        let window = Slice(data);
+        let continuation = flow::continues_capture(&mut state, seg.seq, seg.payload_len);
 
         self.count(stat::SCANNED);
         let ntlm_before = state.flags & FLOW_NTLM_SEEN != 0;
-        let found = scan(data);
-        if found.matched {
-            self.count(stat::MATCHED);
-            state.flags |= FLOW_NTLM_SEEN;
-            state.messages = state.messages.wrapping_add(1);
-            state.last_token = found.token;
-            if !ntlm_before {
-                if let Some(r) = self.flows.get_mut(&seg.key.reverse()) {
-                    r.flags |= FLOW_NTLM_SEEN;
-                }
+        let found = scan::scan(&window, copied as u32);
+        if flow::on_message(&mut self.stats, &mut state, &found) {
+            if let Some(r) = self.flows.peek_mut(&seg.key.reverse()) {
+                r.flags |= FLOW_NTLM_SEEN;
             }
         }
-        let http_head = !found.matched && ntlm_before && starts_http(data);
-        if continuation || found.matched || found.partial_name_at_end || http_head {
-            let kind = if continuation {
-                self.count(stat::CONTINUATIONS);
-                RECORD_CONTINUATION
-            } else if found.matched || found.partial_name_at_end {
-                RECORD_MESSAGE
+        let head = if flow::wants_head(ntlm_before, continuation) {
+            scan::http_head(&window, copied as u32)
+        } else {
+            HEAD_NONE
+        };
+        let passed_silently = head != HEAD_NONE && {
+            let auth_key = if head == HEAD_RESPONSE {
+                seg.key.reverse()
             } else {
-                self.count(stat::HTTP_HEADS);
-                RECORD_HTTP
+                seg.key
             };
+            let auth_flows = &mut self.auth_flows;
+            let key = &self.cfg.identity_key;
+            flow::authenticated_pass(
+                &mut self.stats,
+                || auth_flows.get_mut(&auth_key),
+                head,
+                state.generation,
+                &found,
+                |off, len| identity::hash(key, &scan::identity_words(&window, off, len), len),
+            )
+        };
+        let kind = flow::record_kind(&mut self.stats, continuation, &found, head, passed_silently);
+        if kind != 0 {
             let mut h = header(kind, &state, copied as u32);
             h.header = found.header;
             h.scheme = found.scheme;
@@ -296,13 +319,21 @@ impl KernelModel {
             });
             self.count(stat::EVENTS);
         }
-        if (found.matched && !found.line_complete) || found.partial_name_at_end {
-            let next = seg.seq.wrapping_add(seg.payload_len);
-            state.flags |= FLOW_CAPTURING;
-            state.capture_from = next;
-            state.capture_until = next.wrapping_add(self.cfg.continuation_bytes);
+        flow::start_capture(
+            &mut state,
+            &found,
+            seg.seq,
+            seg.payload_len,
+            self.cfg.continuation_bytes,
+        );
+        self.store(seg.key, state);
+    }
+
+    /// Writes a flow's state back (the kernel changes its map entry in place).
+    fn store(&mut self, key: FlowKey, state: FlowState) {
+        if let Some(s) = self.flows.peek_mut(&key) {
+            *s = state;
         }
-        self.flows.insert(seg.key, state);
     }
 
     /// Kernel counters by name, like the live `tracker_stats` record.
@@ -316,195 +347,114 @@ impl KernelModel {
     }
 }
 
-/// `starts_http` of the kernel: "HTTP/" or three uppercase letters / '_', 8 bytes at least.
-pub fn starts_http(d: &[u8]) -> bool {
-    if d.len() < 8 {
-        return false;
-    }
-    if d.starts_with(b"HTTP/") {
-        return true;
-    }
-    let upper = |b: u8| b.is_ascii_uppercase() || b == b'_';
-    upper(d[0]) && upper(d[1]) && upper(d[2])
-}
-
-/// What the kernel's scan found in one segment.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct Found {
-    pub matched: bool,
-    pub line_complete: bool,
-    pub partial_name_at_end: bool,
-    pub header: u8,
-    pub scheme: u8,
-    pub token: u8,
-    pub value_offset: u16,
-}
-
-#[derive(Default)]
-struct Ctx {
-    line: usize,
-    matched: bool,
-    complete: bool,
-    ended: bool,
-    found: Found,
-}
-
-/// Eight bytes at `off`, ASCII-lowered the kernel's way (`| 0x20`); bytes past the end read
-/// as zero (the kernel reads its scratch buffer's slack there).
-fn lower8(d: &[u8], off: usize) -> [u8; 8] {
-    let mut w = [0u8; 8];
-    for (i, b) in w.iter_mut().enumerate() {
-        *b = d.get(off + i).copied().unwrap_or(0) | 0x20;
-    }
-    w
-}
-
-fn match_line(d: &[u8], line: usize, c: &mut Ctx) {
-    let len = d.len();
-    if line + 18 > len {
-        return;
-    }
-    let w0 = lower8(d, line);
-    let w1 = lower8(d, line + 8);
-    let w2 = lower8(d, line + 16);
-    let (header, name_len) = if &w0 == b"authoriz" && &w1[..6] == b"ation:" {
-        (HDR_AUTHORIZATION, 14)
-    } else if &w0 == b"www-auth" && &w1 == b"enticate" && w2[0] == b':' {
-        (HDR_WWW_AUTHENTICATE, 17)
-    } else if &w0 == b"proxy-au" && &w1 == b"thorizat" && &w2[..4] == b"ion:" {
-        (HDR_PROXY_AUTHORIZATION, 20)
-    } else if &w0 == b"proxy-au" && &w1 == b"thentica" && &w2[..3] == b"te:" {
-        (HDR_PROXY_AUTHENTICATE, 19)
-    } else {
-        return;
-    };
-    let mut v = line + name_len;
-    for _ in 0..2 {
-        if v < len && (d[v] == b' ' || d[v] == b'\t') {
-            v += 1;
-        }
-    }
-    if v + 4 > len {
-        return;
-    }
-    let s0 = lower8(d, v);
-    let (scheme, after) = if &s0[..4] == b"ntlm" {
-        (SCHEME_NTLM, v + 4)
-    } else if v + 9 <= len && &s0 == b"negotiat" && d[v + 8] | 0x20 == b'e' {
-        (SCHEME_NEGOTIATE, v + 9)
-    } else {
-        return;
-    };
-    let mut token = TokenKind::None as u8;
-    let mut t = after;
-    if after < len {
-        let b = d[after];
-        if b == b' ' {
-            t = after + 1;
-            if t < len {
-                token = classify(d, t);
-            }
-        } else if b != b'\r' && b != b'\n' {
-            return;
-        }
-    }
-    c.matched = true;
-    c.found.header = header;
-    c.found.scheme = scheme;
-    c.found.token = token;
-    c.found.value_offset = t as u16;
-}
-
-fn classify(d: &[u8], t: usize) -> u8 {
-    match d.get(t) {
-        Some(b'Y') => return TokenKind::GssInit as u8,
-        Some(b'o') => return TokenKind::SpnegoResp as u8,
-        _ => {}
-    }
-    if t + 12 <= d.len() && &d[t..t + 8] == b"TlRMTVNT" {
-        match &d[t + 8..t + 12] {
-            b"UAAB" => return TokenKind::NtlmNegotiate as u8,
-            b"UAAC" => return TokenKind::NtlmChallenge as u8,
-            b"UAAD" => return TokenKind::NtlmAuthenticate as u8,
-            _ => {}
-        }
-    }
-    TokenKind::Other as u8
-}
-
-/// The kernel's scan of one copied segment.
-pub fn scan(d: &[u8]) -> Found {
-    let len = d.len();
-    let mut c = Ctx::default();
-    match_line(d, 0, &mut c);
-    let mut pos = 0usize;
-    while pos < len {
-        let Some(nl) = memchr::memchr(b'\n', &d[pos..]).map(|p| pos + p) else {
-            break;
-        };
-        pos = nl + 1;
-        let line = nl + 1;
-        if c.matched {
-            c.complete = true;
-            break;
-        }
-        c.line = line;
-        if line >= len {
-            continue;
-        }
-        let first = d[line];
-        if first == b'\r' || first == b'\n' {
-            c.ended = true;
-            break;
-        }
-        // As the kernel: only lines starting like an auth header name are compared.
-        if matches!(first | 0x20, b'a' | b'w' | b'p') {
-            match_line(d, line, &mut c);
-        }
-    }
-    let mut f = c.found;
-    f.matched = c.matched;
-    f.line_complete = c.complete;
-    if !c.matched && !c.ended && c.line < len {
-        let first = d[c.line] | 0x20;
-        f.partial_name_at_end = first == b'a' || first == b'w' || first == b'p';
-    }
-    f
-}
-
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+    use tracker_common::{RECORD_HTTP, RECORD_MESSAGE, tcp};
+
+    fn key(client_port: u16) -> FlowKey {
+        let mut k = FlowKey {
+            family: 4,
+            src_port: client_port,
+            dst_port: 80,
+            ..FlowKey::default()
+        };
+        k.src_addr[10..].copy_from_slice(&[0xff, 0xff, 198, 18, 0, 1]);
+        k.dst_addr[10..].copy_from_slice(&[0xff, 0xff, 198, 18, 1, 10]);
+        k
+    }
+
+    fn seg(key: FlowKey, flags: u8, seq: u32, payload: &[u8]) -> Segment<'_> {
+        Segment {
+            key,
+            seq,
+            ack: 1,
+            flags,
+            payload,
+            payload_len: payload.len() as u32,
+        }
+    }
+
+    fn model(flow_capacity: usize) -> KernelModel {
+        KernelModel::new(ModelConfig {
+            backends: vec!["198.18.1.0/24:80".parse().unwrap()],
+            flow_capacity,
+            identity_key: [3, 4],
+            ..ModelConfig::default()
+        })
+    }
 
     #[test]
-    fn scan_mirrors_the_kernel() {
-        let f = scan(b"GET / HTTP/1.1\r\nHost: a\r\nAUTHORIZATION:  ntlm TlRMTVNTUAAB\r\n\r\n");
-        assert!(f.matched && f.line_complete);
+    fn the_least_recently_used_flow_is_evicted_first() {
+        let mut m = model(2);
+        let mut out = Vec::new();
+        m.segment(&seg(key(1), tcp::SYN, 0, b""), 1, 0, &mut out);
+        m.segment(&seg(key(2), tcp::SYN, 0, b""), 2, 0, &mut out);
+        // Flow 1 is used again, so flow 2 is the least recently used.
+        m.segment(&seg(key(1), tcp::ACK, 1, b""), 3, 0, &mut out);
+        m.segment(&seg(key(3), tcp::SYN, 0, b""), 4, 0, &mut out);
+        assert_eq!(m.flows_evicted, 1);
+        assert!(m.flow(&key(1)).is_some() && m.flow(&key(3)).is_some());
+        assert!(m.flow(&key(2)).is_none());
+        // A SYN on a known flow replaces its entry without evicting another.
+        m.segment(&seg(key(3), tcp::SYN, 0, b""), 5, 0, &mut out);
         assert_eq!(
-            (f.header, f.scheme, f.token),
-            (
-                HDR_AUTHORIZATION,
-                SCHEME_NTLM,
-                TokenKind::NtlmNegotiate as u8
-            )
+            (m.flows_evicted, m.flow(&key(3)).unwrap().generation),
+            (1, 5)
         );
-        let f = scan(b"HTTP/1.1 401 X\r\nWWW-Authenticate: Negotiate oYGe");
-        assert!(f.matched && !f.line_complete);
-        assert_eq!(f.token, TokenKind::SpnegoResp as u8);
-        // Not a whole word; other schemes; after the blank line.
-        assert!(!scan(b"GET / HTTP/1.1\r\nAuthorization: NTLMX abc\r\n\r\n").matched);
-        assert!(!scan(b"GET / HTTP/1.1\r\nAuthorization: Basic abcdefgh\r\n\r\n").matched);
-        assert!(!scan(b"GET / HTTP/1.1\r\n\r\nAuthorization: NTLM TlRMTVNTUAAB\r\n").matched);
-        // A bare offer ends the line right after the scheme.
-        let f = scan(b"HTTP/1.1 401 X\r\nProxy-Authenticate: NTLM\r\n\r\n");
-        assert!(f.matched);
-        assert_eq!(
-            (f.header, f.token),
-            (HDR_PROXY_AUTHENTICATE, TokenKind::None as u8)
+    }
+
+    #[test]
+    fn the_identity_check_passes_the_authenticating_client_only() {
+        let mut m = model(16);
+        let k = key(40000);
+        let mut out = Vec::new();
+        m.segment(&seg(k, tcp::SYN, 0, b""), 1, 0, &mut out);
+        m.segment(
+            &seg(k.reverse(), tcp::SYN | tcp::ACK, 0, b""),
+            1,
+            0,
+            &mut out,
         );
-        // A cut header name at the end.
-        let f = scan(b"GET / HTTP/1.1\r\nHost: a\r\nAuthor");
-        assert!(!f.matched && f.partial_name_at_end);
-        assert!(!scan(b"GET / HTTP/1.1\r\nHost: a\r\n").partial_name_at_end);
+        let t3 = b"GET / HTTP/1.1\r\nAuthorization: NTLM TlRMTVNTUAADAAAA\r\n\r\n";
+        m.segment(&seg(k, tcp::ACK | tcp::PSH, 1, t3), 2, 0, &mut out);
+        assert_eq!(out.last().unwrap().header.kind, RECORD_MESSAGE);
+        let generation = m.flow(&k).unwrap().generation;
+        let xff = b"198.18.0.10";
+        m.apply(&AuthUpdate::Set {
+            key: k,
+            generation,
+            identity: (identity::words(xff).unwrap(), xff.len() as u32),
+        });
+        out.clear();
+        let mine = b"GET /a HTTP/1.1\r\nX-Forwarded-For: 198.18.0.10\r\n\r\n";
+        let other = b"GET /b HTTP/1.1\r\nX-Forwarded-For: 198.18.0.11\r\n\r\n";
+        let ok = b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n";
+        let mut seq = 100;
+        for req in [&mine[..], &other[..]] {
+            m.segment(&seg(k, tcp::ACK | tcp::PSH, seq, req), 3, 0, &mut out);
+            m.segment(
+                &seg(k.reverse(), tcp::ACK | tcp::PSH, seq, ok),
+                3,
+                0,
+                &mut out,
+            );
+            seq += 100;
+        }
+        // The authenticating client's request and its response pass silently; the other
+        // client's are delivered.
+        let kinds: Vec<_> = out
+            .iter()
+            .map(|r| (r.header.kind, r.header.direction))
+            .collect();
+        assert_eq!(kinds.len(), 2, "{kinds:?}");
+        assert!(out.iter().all(|r| r.header.kind == RECORD_HTTP));
+        assert_eq!(&out[0].payload[..], &other[..]);
+        assert_eq!(m.stats[stat::IDENTITY_MATCH as usize], 1);
+        assert_eq!(m.stats[stat::IDENTITY_MISMATCH as usize], 1);
+        assert_eq!(m.stats[stat::RESPONSES_SUPPRESSED as usize], 1);
+        m.apply(&AuthUpdate::Clear { key: k });
+        assert!(m.auth_flow(&k).is_none());
     }
 }
