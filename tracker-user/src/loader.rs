@@ -253,6 +253,11 @@ impl Tracker {
         })
     }
 
+    /// Key of the kernel's identity hash, so replay's model can hash as this load does.
+    pub fn identity_key(&self) -> [u64; 2] {
+        self.identity_key
+    }
+
     pub fn stats(&self) -> anyhow::Result<Stats> {
         let map = self
             .ebpf
@@ -341,6 +346,11 @@ pub struct AuthFlows {
 }
 
 impl AuthFlows {
+    /// The entry of one connection (request direction), as the kernel holds it now.
+    pub fn get(&self, key: &FlowKey) -> Option<AuthFlow> {
+        self.map.get(key, 0).ok()
+    }
+
     pub fn apply(&mut self, update: &AuthUpdate) {
         let result = match update {
             AuthUpdate::Set {

@@ -3,6 +3,7 @@
 
 #[allow(unused_imports)] // not every suite crafts frames
 pub use nta_tests::frames;
+pub mod differential;
 pub mod tracker;
 pub mod verdicts;
 

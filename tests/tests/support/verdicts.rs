@@ -263,3 +263,31 @@ pub fn replay(lab: &Lab, file: &std::path::Path, extra: &[&str]) -> (Vec<Value>,
         .collect();
     (events, String::from_utf8_lossy(&out.stderr).into_owned())
 }
+
+/// Every frame of a lab capture through the loaded programs and replay's kernel model
+/// ([`super::differential`]): whatever replay concludes from this capture rests on records the
+/// kernel would have emitted, byte for byte.
+pub fn assert_kernel_and_model_agree(lab: &Lab, file: &std::path::Path) {
+    let t = lab.topology();
+    let cfg = tracker_user::loader::TrackerConfig {
+        backends: vec![
+            format!("{}:{}", t.backend_cidr, t.backend_port)
+                .parse()
+                .unwrap(),
+        ],
+        frontend_ports: t.frontend_ports(),
+        ..tracker_user::loader::TrackerConfig::default()
+    };
+    let mut d = super::differential::Differential::new(&cfg);
+    if let Err(e) = d.capture(file) {
+        panic!("kernel and model differ: {e}");
+    }
+    assert!(d.frames > 0, "{}: no frame compared", file.display());
+    println!(
+        "differential: {}: {} frames equal ({} skipped), {} records",
+        file.display(),
+        d.frames,
+        d.skipped,
+        d.records
+    );
+}

@@ -137,10 +137,17 @@ fn map_addr(ip: std::net::IpAddr) -> [u8; 16] {
     }
 }
 
-enum Parsed<'a> {
+/// What replay makes of one captured packet.
+pub enum Parsed<'a> {
     Tcp(Segment<'a>),
     NotTcp,
     Bad,
+}
+
+/// One Ethernet frame as replay parses it: the input of the kernel model, for tests that run
+/// the same frame through the loaded programs.
+pub fn parse_ethernet(frame: &[u8]) -> Parsed<'_> {
+    parse_packet(Link::Ethernet, frame)
 }
 
 fn parse_packet(link: Link, data: &[u8]) -> Parsed<'_> {
