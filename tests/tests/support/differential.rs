@@ -96,11 +96,7 @@ impl Differential {
             return Ok(());
         }
         self.frames += 1;
-        let verdict = if ingress {
-            self.run_xdp(frame)
-        } else {
-            self.run_tc(frame)
-        };
+        let verdict = self.run(ingress, frame);
         let pass = if ingress { XDP_PASS } else { TC_ACT_OK };
         if verdict != pass {
             return Err(format!("the program returned {verdict}, not pass"));
@@ -170,36 +166,29 @@ impl Differential {
         Ok(())
     }
 
-    fn run_xdp(&mut self, frame: &[u8]) -> u32 {
-        let p: &mut Xdp = self
-            .tracker
-            .ebpf_mut()
-            .program_mut(names::INGRESS_PROGRAM)
-            .unwrap()
-            .try_into()
-            .unwrap();
-        p.test_run(TestRunOptions {
+    /// One BPF_PROG_TEST_RUN of the ingress (XDP) or egress (TC) program.
+    fn run(&mut self, ingress: bool, frame: &[u8]) -> u32 {
+        let opts = TestRunOptions {
             data_in: Some(frame),
             ..TestRunOptions::default()
-        })
-        .unwrap()
-        .return_value
-    }
-
-    fn run_tc(&mut self, frame: &[u8]) -> u32 {
-        let p: &mut SchedClassifier = self
-            .tracker
-            .ebpf_mut()
-            .program_mut(names::EGRESS_PROGRAM)
-            .unwrap()
-            .try_into()
-            .unwrap();
-        p.test_run(TestRunOptions {
-            data_in: Some(frame),
-            ..TestRunOptions::default()
-        })
-        .unwrap()
-        .return_value
+        };
+        let ebpf = self.tracker.ebpf_mut();
+        let result = if ingress {
+            let p: &mut Xdp = ebpf
+                .program_mut(names::INGRESS_PROGRAM)
+                .unwrap()
+                .try_into()
+                .unwrap();
+            p.test_run(opts)
+        } else {
+            let p: &mut SchedClassifier = ebpf
+                .program_mut(names::EGRESS_PROGRAM)
+                .unwrap()
+                .try_into()
+                .unwrap();
+            p.test_run(opts)
+        };
+        result.unwrap().return_value
     }
 
     fn drain(&mut self) -> Vec<Record> {
