@@ -261,6 +261,7 @@ pub fn replay(lab: &Lab, file: &std::path::Path, extra: &[&str]) -> (Vec<Value>,
         .filter(|l| !l.trim().is_empty())
         .map(|l| serde_json::from_str(l).unwrap())
         .collect();
+    assert_kernel_and_model_agree(lab, file);
     (events, String::from_utf8_lossy(&out.stderr).into_owned())
 }
 
