@@ -14,8 +14,8 @@ Clients (sub-commands):
   keepalive   all legs on one TCP connection (like curl --ntlm); --scheme NTLM|Negotiate,
               --wrap raw|spnego (Negotiate with raw NTLM or SPNEGO-wrapped NTLM),
               --then N more requests without credentials on the same connection
-  reconnect   a new TCP connection for every leg (seed 000's EWS client)
-  http10      HTTP/1.0 + Connection: close (seed 003); --give-up stops after the challenge
+  reconnect   a new TCP connection for every leg
+  http10      HTTP/1.0 + Connection: close; --give-up stops after the challenge
               (the connection is gone), otherwise the Type-3 goes on a new connection
   abandon     sends the Type-1, receives the Type-2, then stops (--hold SECS before close)
   kerberos    a Kerberos-looking `Negotiate YII...` token (KRB5 OID, AP-REQ shape, random

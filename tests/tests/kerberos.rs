@@ -1,4 +1,4 @@
-//! Kerberos through real balancers (issue 12, lab part): an MIT KDC (realm `LAB.TEST`) in its
+//! Kerberos through real balancers (the lab part): an MIT KDC (realm `LAB.TEST`) in its
 //! own namespace, IIS-like backends accepting `HTTP/www.lab.test` with one shared keytab and
 //! IIS's logon persistence (`Persistent-Auth`), real Kerberos clients (browser-like,
 //! pre-emptive, `curl --negotiate`, a client falling back to NTLM inside SPNEGO) and anonymous
@@ -144,7 +144,7 @@ fn assert_reuse_matches_truth(scenario: &str, lab: &Lab, truth: &[TruthRecord], 
     }
 }
 
-/// The Kerberos fields of the events (issue 12): scheme, realm, service principal, and the
+/// The Kerberos fields of the events: scheme, realm, service principal, and the
 /// fallback of NTLM handshakes.
 mod fields {
     use super::*;

@@ -188,7 +188,7 @@ fn daemon(pair: &Pair, extra: &[&str]) -> Tracker {
     let mut cmd = pair.exec(&pair.client_ns);
     cmd.arg(tracker_bin())
         .args(["run", "--iface", &pair.client_if, "--stats-interval", "0"])
-        // Raw message records are behind --messages since verdicts came (issue 5).
+        // Raw message records need --messages (by default only verdicts are printed).
         .arg("--messages")
         .args(extra);
     Tracker::start(cmd)

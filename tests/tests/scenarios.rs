@@ -1,10 +1,10 @@
-//! The field scenarios of issue 6 as end-to-end tests: real HAProxy / NGINX in the lab, real
+//! The field scenarios as end-to-end tests: real HAProxy / NGINX in the lab, real
 //! clients, the `ntlm-affinity` daemon attached in the balancer namespace to its backend and
 //! frontend interfaces, and its alerts compared one by one with the backends' ground truth
 //! (precision and recall of 100 %, with the cause each scenario expects). Every scenario also
 //! captures the backend leg and requires tshark to agree with the tracker on the NTLM message
 //! types per backend connection; scenarios 2 and 7 replay the capture of both legs through
-//! `ntlm-affinity replay` and require the same verdicts as live (issue 5). The fault tests kill
+//! `ntlm-affinity replay` and require the same verdicts as live. The fault tests kill
 //! a backend mid-handshake and start the tracker after the traffic began.
 //!
 //! Needs root, iproute2, haproxy, nginx, curl, dumpcap/tshark/mergecap and Python 3 with
@@ -385,7 +385,7 @@ fn scenario_2_haproxy_server_close_server_split() {
     lab.shutdown().unwrap();
 }
 
-/// 3. A client that opens a new connection for every leg (seed 000): without persistence
+/// 3. A client that opens a new connection for every leg: without persistence
 ///    `server_split` (cause `client_reconnect`); with `stick on src` `connection_split`.
 #[test]
 fn scenario_3_reconnecting_client() {
@@ -438,7 +438,7 @@ fn scenario_3_reconnecting_client() {
     lab.shutdown().unwrap();
 }
 
-/// 4. HTTP/1.0 client with `Connection: close` (seed 003): a split with cause
+/// 4. HTTP/1.0 client with `Connection: close`: a split with cause
 ///    `connection_closed`.
 #[test]
 fn scenario_4_http10_connection_close() {
@@ -559,7 +559,7 @@ fn scenario_6_nginx_without_keepalive() {
 
 /// 7. NGINX upstream `keepalive` with one server: client A authenticates, client B's requests
 ///    without credentials ride A's pooled backend connection and are served as A:
-///    `auth_context_reuse` for each of B's requests (seed 002). Live equals replay.
+///    `auth_context_reuse` for each of B's requests. Live equals replay.
 #[test]
 fn scenario_7_nginx_keepalive_auth_context_reuse() {
     let _g = serial();
@@ -693,7 +693,7 @@ fn scenario_8_mixed_load_is_exact() {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Faults (issue 6, "Bad input / faults").
+// Faults: a backend killed mid-handshake, the tracker started mid-handshake.
 
 /// The ground truth once `done` holds (polled; the backends write a line before answering).
 fn wait_truth(lab: &Lab, what: &str, done: impl Fn(&[TruthRecord]) -> bool) -> Vec<TruthRecord> {
@@ -835,7 +835,7 @@ fn fault_backend_killed_mid_handshake() {
 
 /// The daemon started after the traffic began: handshakes whose Type-1/Type-2 it could not
 /// see end in a Type-3 whose challenge is known nowhere, which the engine reports as
-/// `orphan_type3` (design §4: "tracker started mid-handshake"), one per such Type-3 and
+/// `orphan_type3` (docs/design.md, "Correlation"), one per such Type-3 and
 /// nothing else; handshakes that began after it attached stay clean.
 #[test]
 fn fault_tracker_started_mid_handshake() {

@@ -3,7 +3,7 @@
 //! - [`token_hash`]: a hash of a whole decoded token under a random per-process key, to join
 //!   the frontend and backend legs of a balancer (the balancer forwards tokens verbatim). The
 //!   key never leaves the process, so the hash is useless outside it.
-//! - [`ChallengeKeyHasher`]: `ntlm_affinity.challenge_key` (design §5), a keyed hash of a
+//! - [`ChallengeKeyHasher`]: `ntlm_affinity.challenge_key` (docs/events.md), a keyed hash of a
 //!   challenge's identity — MsvAvTimestamp + the server names of the Type-2's TargetInfo —
 //!   under a site-wide key from the configuration, so that a Type-2 seen by one balancer host
 //!   and the Type-3 answering it seen by another get the same key in the SIEM.

@@ -1,4 +1,4 @@
-//! NDJSON events (design §5, docs/events.md): ECS field names where they exist, an `ntlm`
+//! NDJSON events (docs/events.md): ECS field names where they exist, an `ntlm`
 //! object modelled on Zeek's ntlm.log, and `ntlm_affinity` for the rest. Nothing here ever
 //! holds a token's bytes or any credential material — only what a token is and the names it
 //! carries.

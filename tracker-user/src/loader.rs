@@ -336,8 +336,8 @@ fn attach_error(e: ProgramError, iface: &str, what: &str) -> anyhow::Error {
     anyhow!(e).context(format!("attaching {what} to {iface}"))
 }
 
-/// Userspace's side of the kernel's per-request identity check (design §2.5): the
-/// correlator's [`AuthUpdate`]s written to `AUTH_FLOWS`.
+/// Userspace's side of the kernel's per-request identity check (docs/design.md, "The
+/// identity check"): the correlator's [`AuthUpdate`]s written to `AUTH_FLOWS`.
 pub struct AuthFlows {
     map: BpfHashMap<MapData, FlowKey, AuthFlow>,
     key: [u64; 2],

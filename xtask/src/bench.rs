@@ -1,5 +1,5 @@
-//! `cargo xtask bench [--quick]`: every figure of issue 7 side by side in one run, written to
-//! `target/bench/results.json` (see `nta_tests::bench`), with a short table.
+//! `cargo xtask bench [--quick]`: every benchmark figure (BENCHMARKS.md) side by side in one
+//! run, written to `target/bench/results.json` (see `nta_tests::bench`), with a short table.
 //!
 //! The in-kernel figures come from the `nta-bench` example of `nta-tests` (it links the
 //! daemon's library, which xtask must not: xtask builds before `setup` has installed the

@@ -255,7 +255,7 @@ pub struct LabConfig {
     pub users: Vec<(String, String, String)>,
     /// Backends behave like IIS `authPersistSingleRequest` (re-challenge every request).
     pub persist_single_request: bool,
-    /// Backends answer 407 / Proxy-Authenticate (proxy flavour, seed 003).
+    /// Backends answer 407 / Proxy-Authenticate (proxy authentication instead of 401).
     pub proxy_auth: bool,
     /// State directory (pid files, configs, logs, ground truth). Default `/run/nta-lab`
     /// or `$NTA_LAB_STATE`.

@@ -45,7 +45,8 @@ pub fn start_lab_tracker(lab: &Lab, extra: &[&str]) -> Tracker {
 }
 
 /// As [`start_lab_tracker`], without the client-port header: X-Forwarded-For alone names a
-/// client, so the kernel checks requests on authenticated connections itself (design §2.5).
+/// client, so the kernel checks requests on authenticated connections itself (docs/design.md,
+/// "The identity check").
 pub fn start_lab_tracker_kernel_identity(lab: &Lab, extra: &[&str]) -> Tracker {
     start_tracker_with(lab, extra)
 }

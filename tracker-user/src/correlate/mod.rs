@@ -1,7 +1,8 @@
-//! Correlation (design §4): handshakes per connection and generation, the Type-3 → Type-2
-//! join across connections by the NTLMv2 AV pairs, client identity from X-Forwarded-For /
-//! the client-port header / the frontend token join, time windows as the last resort, and
-//! the outcome of each Type-3 and of each request on an authenticated connection.
+//! Correlation (docs/design.md, "Correlation"): handshakes per connection and generation, the
+//! Type-3 → Type-2 join across connections by the NTLMv2 AV pairs, client identity from
+//! X-Forwarded-For / the client-port header / the frontend token join, time windows as the
+//! last resort, and the outcome of each Type-3 and of each request on an authenticated
+//! connection.
 //!
 //! Input: complete heads (with their decoded tokens) and closes, in capture order. Output:
 //! [`Verdict`]s. State is bounded; idle state expires on [`Correlator::tick`].
@@ -102,7 +103,8 @@ enum ReqKind {
     Kerberos,
 }
 
-/// What the kernel must know of an authenticated connection (design §2.5), in order.
+/// What the kernel must know of an authenticated connection (docs/design.md, "The identity
+/// check"), in order.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum AuthUpdate {
     /// Requests on `key` (balancer → server) of this generation whose last
@@ -987,7 +989,8 @@ impl Correlator {
         Cause::Unknown
     }
 
-    /// Why a Type-3 went elsewhere than its challenge (design §4, "Every alert also says why").
+    /// Why a Type-3 went elsewhere than its challenge, first rule that applies (the list in
+    /// docs/design.md, "Correlation", and docs/events.md).
     fn cause(
         &self,
         ch: &Challenge,
@@ -997,7 +1000,7 @@ impl Correlator {
         // The client kept its frontend connection: whatever closed the challenge's backend
         // connection (HAProxy `option http-server-close`, an NGINX upstream without
         // `keepalive` sending `Connection: close`), it was the balancer's choice to carry the
-        // Type-3 elsewhere — the fix is in its configuration (design §4, seeds 001/002).
+        // Type-3 elsewhere — the fix is in its configuration, not in the client.
         if let (Some(a), Some(b)) = (ch.identity.frontend, identity.frontend)
             && a == b
         {
@@ -1018,7 +1021,7 @@ impl Correlator {
         }
         if let (Some(a), Some(_)) = (ch.identity.frontend, identity.frontend) {
             // Another frontend connection. When the one that carried the handshake announced
-            // its end (HTTP/1.0, `Connection: close`: seed 003), the client had to reconnect.
+            // its end (an HTTP/1.0 client, `Connection: close`), the client had to reconnect.
             if self
                 .frontend_closing
                 .get(&a)

@@ -709,8 +709,9 @@ fn many_challenges_with_one_timestamp_stay_exact_and_bounded() {
     );
 }
 
-/// Design §2.5: the kernel learns which connections are authenticated and for whom
-/// (the raw last X-Forwarded-For line), and forgets them on a new handshake or a close.
+/// The identity check (docs/design.md): the kernel learns which connections are
+/// authenticated and for whom (the raw last X-Forwarded-For line), and forgets them on a new
+/// handshake or a close.
 #[test]
 fn authenticated_connections_are_handed_to_the_kernel() {
     let mut p = Pipeline::new(pipeline::Config {

@@ -1,6 +1,6 @@
-//! What the correlator concludes: a violation (one of the five classes of design §4) or a
-//! healthy handshake, with its cause, the evidence that proves it, the connections involved,
-//! the client, the servers and the outcome.
+//! What the correlator concludes: a violation (one of the five classes in docs/design.md,
+//! "Correlation") or a healthy handshake, with its cause, the evidence that proves it, the
+//! connections involved, the client, the servers and the outcome.
 
 use std::{net::SocketAddr, sync::Arc};
 
