@@ -945,7 +945,7 @@ fn attached_mid_connection_the_answer_to_a_type3_is_still_delivered() {
     assert_eq!(f.flags & FLOW_NTLM_SEEN, 0);
 }
 
-/// Design §2.5: on a connection userspace marked authenticated, the kernel checks each
+/// docs/design.md, "The identity check": on a connection userspace marked authenticated, the kernel checks each
 /// request's last X-Forwarded-For itself: the same client passes without a record (and so
 /// does the response to it); another, a missing or an unverifiable identity is delivered.
 #[test]
