@@ -143,8 +143,13 @@ impl Kernel {
     }
 
     fn flow(&self, key: &FlowKey) -> Option<FlowState> {
-        let map: BpfHashMap<_, FlowKey, FlowState> =
-            BpfHashMap::try_from(self.tracker.ebpf().map("FLOWS").unwrap()).unwrap();
+        let map: BpfHashMap<_, FlowKey, FlowState> = BpfHashMap::try_from(
+            self.tracker
+                .ebpf()
+                .map(tracker_common::names::FLOWS)
+                .unwrap(),
+        )
+        .unwrap();
         map.get(key, 0).ok()
     }
 

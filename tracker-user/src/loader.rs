@@ -22,16 +22,16 @@ use aya::{
 use tracker_common::{
     AuthFlow, CAPTURE_MAX, Config, DEFAULT_AUTH_FLOW_CAPACITY, DEFAULT_CONTINUATION_BYTES,
     DEFAULT_FLOW_CAPACITY, DEFAULT_RING_BYTES, EndpointKey, FlowKey, PORT_BACKEND, PORT_FRONTEND,
-    identity, stat,
+    identity, names, stat,
 };
 
 use crate::{check, correlate::AuthUpdate, endpoint::Backend};
 
-pub const XDP_PROGRAM: &str = "ntlm_ingress";
-pub const TC_PROGRAM: &str = "ntlm_egress";
+pub const XDP_PROGRAM: &str = names::INGRESS_PROGRAM;
+pub const TC_PROGRAM: &str = names::EGRESS_PROGRAM;
 /// Do-nothing programs of the same types, the benchmark harness's baseline.
-pub const XDP_BASELINE: &str = "pass_xdp";
-pub const TC_BASELINE: &str = "pass_tc";
+pub const XDP_BASELINE: &str = names::XDP_BASELINE;
+pub const TC_BASELINE: &str = names::TC_BASELINE;
 
 /// The eBPF object built by build.rs, embedded so the daemon is one self-contained binary.
 pub fn ebpf_object() -> &'static [u8] {
@@ -113,9 +113,9 @@ impl Tracker {
         cfg.validate()?;
         raise_memlock();
         let mut ebpf = EbpfLoader::new()
-            .map_max_entries("FLOWS", cfg.flow_capacity)
-            .map_max_entries("AUTH_FLOWS", cfg.auth_flow_capacity)
-            .map_max_entries("EVENTS", cfg.ring_bytes)
+            .map_max_entries(names::FLOWS, cfg.flow_capacity)
+            .map_max_entries(names::AUTH_FLOWS, cfg.auth_flow_capacity)
+            .map_max_entries(names::EVENTS, cfg.ring_bytes)
             .load(ebpf_object())
             .map_err(|e| privilege_hint(anyhow!(e), "loading the eBPF maps"))?;
         for name in [XDP_PROGRAM, TC_PROGRAM] {
@@ -147,7 +147,7 @@ impl Tracker {
 
     fn configure(&mut self, cfg: &TrackerConfig) -> anyhow::Result<()> {
         let identity_key = self.identity_key;
-        let mut config: Array<_, Config> = Array::try_from(self.map_mut("CONFIG")?)?;
+        let mut config: Array<_, Config> = Array::try_from(self.map_mut(names::CONFIG)?)?;
         config.set(
             0,
             Config {
@@ -166,12 +166,12 @@ impl Tracker {
         for p in &cfg.frontend_ports {
             *ports.entry(*p).or_default() |= PORT_FRONTEND;
         }
-        let mut tracked: Array<_, u8> = Array::try_from(self.map_mut("TRACKED_PORTS")?)?;
+        let mut tracked: Array<_, u8> = Array::try_from(self.map_mut(names::TRACKED_PORTS)?)?;
         for (port, bits) in ports {
             tracked.set(u32::from(port), bits, 0)?;
         }
         let mut endpoints: LpmTrie<_, EndpointKey, u8> =
-            LpmTrie::try_from(self.map_mut("ENDPOINTS")?)?;
+            LpmTrie::try_from(self.map_mut(names::ENDPOINTS)?)?;
         for b in &cfg.backends {
             let (bits, key) = b.lpm_key();
             endpoints
@@ -235,7 +235,7 @@ impl Tracker {
     pub fn take_events(&mut self) -> anyhow::Result<RingBuf<MapData>> {
         let map = self
             .ebpf
-            .take_map("EVENTS")
+            .take_map(names::EVENTS)
             .ok_or_else(|| anyhow!("EVENTS ring buffer already taken"))?;
         Ok(RingBuf::try_from(map)?)
     }
@@ -244,7 +244,7 @@ impl Tracker {
     pub fn take_auth_flows(&mut self) -> anyhow::Result<AuthFlows> {
         let map = self
             .ebpf
-            .take_map("AUTH_FLOWS")
+            .take_map(names::AUTH_FLOWS)
             .ok_or_else(|| anyhow!("AUTH_FLOWS map already taken"))?;
         Ok(AuthFlows {
             map: BpfHashMap::try_from(map)?,
@@ -261,7 +261,7 @@ impl Tracker {
     pub fn stats(&self) -> anyhow::Result<Stats> {
         let map = self
             .ebpf
-            .map("STATS")
+            .map(names::STATS)
             .ok_or_else(|| anyhow!("map STATS missing"))?;
         let stats: PerCpuArray<_, u64> = PerCpuArray::try_from(map)?;
         let mut out = Vec::with_capacity(stat::COUNT as usize);
