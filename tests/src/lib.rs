@@ -1,5 +1,3 @@
-//! Shared test support: network namespaces, the lab, helpers for privileged tests.
-
-pub mod bench;
-pub mod frames;
-pub mod lab;
+//! The integration suites of ntlm-affinity live in `tests/` (in-kernel, differential, live
+//! network-namespace and lab tests); this library is empty. The lab, the demo and the
+//! benchmark harness they drive are the `nta-lab` crate (`lab/`).

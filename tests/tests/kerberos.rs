@@ -28,7 +28,7 @@ mod support;
 
 use std::collections::BTreeMap;
 
-use nta_tests::lab::{
+use nta_lab::{
     Balancer, Frontend, KRB_REALM, KRB_SPN_HOST, LB_BACKEND_IF, Lab, LabConfig, PersistentAuth,
     TruthRecord, client_addr,
 };

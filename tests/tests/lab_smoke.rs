@@ -10,7 +10,7 @@ use std::process::{Command, Stdio};
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use nta_tests::lab::{self, Balancer, LAB_PASSWORD, Lab, LabConfig, client_addr};
+use nta_lab::{Balancer, LAB_PASSWORD, Lab, LabConfig, client_addr};
 
 /// One lab per machine: the tests of this file run one after the other.
 static SERIAL: Mutex<()> = Mutex::new(());
@@ -21,7 +21,7 @@ fn serial() -> MutexGuard<'static, ()> {
 
 /// `Some(())` when the lab can run here; skips (or fails under CI=true) otherwise.
 fn prerequisites(cfg: &LabConfig) -> Option<()> {
-    match lab::check_prerequisites(cfg) {
+    match nta_lab::check_prerequisites(cfg) {
         Ok(()) => Some(()),
         Err(e) if std::env::var("CI").is_ok_and(|v| v == "true") => {
             panic!("lab prerequisites missing under CI=true (this must not skip): {e:#}")
@@ -34,7 +34,7 @@ fn prerequisites(cfg: &LabConfig) -> Option<()> {
 }
 
 fn assert_no_lab_namespaces() {
-    let left = lab::lab_namespaces().unwrap();
+    let left = nta_lab::lab_namespaces().unwrap();
     assert!(left.is_empty(), "namespaces left after lab down: {left:?}");
 }
 
@@ -147,9 +147,7 @@ fn lab_backend_kill_and_restart() {
         return;
     }
     let lab = Lab::up(cfg).unwrap().down_on_drop(true);
-    let cap = lab
-        .start_capture(nta_tests::lab::LB_BACKEND_IF, "backend")
-        .ok();
+    let cap = lab.start_capture(nta_lab::LB_BACKEND_IF, "backend").ok();
     assert_eq!(
         lab.curl_ntlm(80, client_addr(0), "LAB\\bob", LAB_PASSWORD, 1)
             .unwrap()
@@ -213,7 +211,7 @@ fn lab_down_cleans_up_after_a_crash() {
         .spawn()
         .unwrap();
     assert!(
-        lab::lab_namespaces()
+        nta_lab::lab_namespaces()
             .unwrap()
             .contains(&"nta-stale".to_string())
     );

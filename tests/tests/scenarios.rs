@@ -20,9 +20,9 @@ use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
-use nta_tests::lab::{
-    self, Balancer, Frontend, LAB_PASSWORD, LB_BACKEND_IF, LB_FRONTEND_IF, Lab, LabConfig,
-    TruthRecord, client_addr,
+use nta_lab::{
+    Balancer, Frontend, LAB_PASSWORD, LB_BACKEND_IF, LB_FRONTEND_IF, Lab, LabConfig, TruthRecord,
+    client_addr,
 };
 use serde_json::Value;
 use support::tracker::Tracker;
@@ -129,8 +129,8 @@ fn utc_micros_reads_truth_and_event_times() {
 
 /// Captures of both balancer legs while the daemon runs, merged into one file for replay.
 struct Captures {
-    be: lab::Capture,
-    fe: lab::Capture,
+    be: nta_lab::Capture,
+    fe: nta_lab::Capture,
 }
 
 impl Captures {
@@ -168,7 +168,7 @@ impl Captures {
 }
 
 /// A capture of the balancer's backend leg for the tshark cross-check of a scenario.
-struct BeCapture(lab::Capture);
+struct BeCapture(nta_lab::Capture);
 
 impl BeCapture {
     /// Start capturing `nta-be` (before the tracker, so that both see the same traffic).

@@ -1,7 +1,7 @@
 //! `cargo xtask bench [--quick]`: every benchmark figure (BENCHMARKS.md) side by side in one
-//! run, written to `target/bench/results.json` (see `nta_tests::bench`), with a short table.
+//! run, written to `target/bench/results.json` (see `nta_lab::bench`), with a short table.
 //!
-//! The in-kernel figures come from the `nta-bench` example of `nta-tests` (it links the
+//! The in-kernel figures come from the `nta-bench` example of `nta-lab` (it links the
 //! daemon's library, which xtask must not: xtask builds before `setup` has installed the
 //! eBPF toolchain); the end-to-end and replay figures are driven from here.
 
@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::{Context as _, Result, bail};
-use nta_tests::bench::{self, Figure, e2e, pcap::CaptureSpec, replay};
+use nta_lab::bench::{self, Figure, e2e, pcap::CaptureSpec, replay};
 
 use crate::{cargo, run, target_dir};
 
@@ -45,7 +45,7 @@ pub fn bench(args: &BenchArgs, tracker_bin: &Path) -> Result<()> {
         "build",
         "--release",
         "-p",
-        "nta-tests",
+        "nta-lab",
         "--example",
         "nta-bench",
     ]))?;
@@ -130,7 +130,7 @@ pub fn bench(args: &BenchArgs, tracker_bin: &Path) -> Result<()> {
 /// The test command's smoke check: `bench --quick` produced a well-formed results.json.
 pub fn smoke(tracker_bin: &Path) -> Result<()> {
     // Like the privileged test suites: skip without root, except under CI=true.
-    if !nta_tests::lab::is_root() {
+    if !nta_lab::is_root() {
         if std::env::var("CI").is_ok_and(|v| v == "true") {
             bail!("bench --quick smoke test needs root (BPF, network namespaces) and CI=true");
         }

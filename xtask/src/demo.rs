@@ -1,12 +1,12 @@
 //! `cargo xtask demo`: good and broken balancer configurations side by side in the lab, the
-//! tracker attached, events live (see `nta_tests::lab::demo`).
+//! tracker attached, events live (see `nta_lab::demo`).
 
 use std::path::Path;
 use std::time::Duration;
 
 use anyhow::Result;
 use clap::Args;
-use nta_tests::lab::demo::{DemoOptions, SCENARIOS, run, scenario};
+use nta_lab::demo::{DemoOptions, SCENARIOS, run, scenario};
 
 /// Options of `cargo xtask demo`.
 #[derive(Debug, Args)]

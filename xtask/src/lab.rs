@@ -1,8 +1,8 @@
-//! `cargo xtask lab up|down|status`: the network-namespace lab (see `nta_tests::lab`).
+//! `cargo xtask lab up|down|status`: the network-namespace lab (see `nta_lab`).
 
 use anyhow::{Context, Result};
 use clap::Subcommand;
-use nta_tests::lab::{Frontend, Lab, LabConfig};
+use nta_lab::{Frontend, Lab, LabConfig};
 
 /// Lab sub-commands.
 #[derive(Debug, Subcommand)]
@@ -73,7 +73,7 @@ pub fn lab(cmd: LabCmd) -> Result<()> {
             println!(
                 "try:  ip netns exec {} curl --ntlm -u 'LAB\\alice:{}' --interface {} http://{}:{}/",
                 t.client_ns,
-                nta_tests::lab::LAB_PASSWORD,
+                nta_lab::LAB_PASSWORD,
                 t.client_addrs
                     .first()
                     .map(|a| a.to_string())

@@ -2,7 +2,7 @@
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
 #[allow(unused_imports)] // not every suite crafts frames
-pub use nta_tests::frames;
+pub use nta_lab::frames;
 pub mod differential;
 pub mod tracker;
 pub mod verdicts;

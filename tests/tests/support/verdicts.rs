@@ -4,7 +4,7 @@
 
 use std::sync::{Mutex, MutexGuard};
 
-use nta_tests::lab::{self, Lab, LabConfig, TruthRecord, client_addr};
+use nta_lab::{Lab, LabConfig, TruthRecord, client_addr};
 use serde_json::Value;
 
 use super::tracker::{Tracker, tracker_bin};
@@ -22,7 +22,7 @@ pub fn lab_up(test: &str, cfg: LabConfig) -> Option<Lab> {
     if !super::privileged(test) {
         return None;
     }
-    match lab::check_prerequisites(&cfg) {
+    match nta_lab::check_prerequisites(&cfg) {
         Ok(()) => {}
         Err(e) if std::env::var("CI").is_ok_and(|v| v == "true") => {
             panic!("{test}: lab prerequisites missing under CI=true (this must not skip): {e:#}")

@@ -12,7 +12,7 @@ use anyhow::{Context, Result, bail};
 
 use super::Figure;
 use super::pcap::{CaptureSpec, CaptureStats, generate};
-use crate::lab::{BACKEND_CIDR, BACKEND_PORT};
+use crate::{BACKEND_CIDR, BACKEND_PORT};
 
 const NOT_AVAILABLE: &str = "replay not available in this build";
 

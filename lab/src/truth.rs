@@ -1,5 +1,5 @@
 //! The backends' ground truth: one JSON object per outcome, written by
-//! `tests/lab/ntlm_backend.py`.
+//! `lab/peers/ntlm_backend.py`.
 
 use std::fs;
 use std::path::Path;

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 
 use super::{Figure, median, pcap::fixture_headers};
-use crate::lab::{BackendKind, Lab, LabConfig, NS_CLIENT, NS_LB, VIP, sys};
+use crate::{BackendKind, Lab, LabConfig, NS_CLIENT, NS_LB, VIP, sys};
 
 /// Options of the end-to-end figure.
 #[derive(Clone, Debug)]

@@ -158,7 +158,7 @@ pub fn generate(path: &Path, spec: &CaptureSpec) -> Result<CaptureStats> {
     let backends = spec.backends.max(1);
     for i in 0..spec.handshakes {
         let client = Ipv4Addr::new(198, 18, (i / 50_000 % 200) as u8, 10 + (i % 200) as u8);
-        let server = crate::lab::backend_addr(1 + i % backends);
+        let server = crate::backend_addr(1 + i % backends);
         let mut c = Conn {
             client: client.octets(),
             server: server.octets(),

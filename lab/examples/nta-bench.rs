@@ -18,8 +18,8 @@ use std::time::{Duration, Instant};
 use anyhow::{Context as _, Result, anyhow, bail};
 use aya::maps::{MapData, RingBuf};
 use aya::programs::{Program, SchedClassifier, TestRun, TestRunOptions, Xdp};
-use nta_tests::bench::{ClassCost, Figure, fmt_num, median, pcap, per_packet_svg, table};
-use nta_tests::frames::{self, ACK, PSH, Tcp};
+use nta_lab::bench::{ClassCost, Figure, fmt_num, median, pcap, per_packet_svg, table};
+use nta_lab::frames::{self, ACK, PSH, Tcp};
 use tracker_user::{
     correlate::AuthUpdate,
     endpoint::Backend,

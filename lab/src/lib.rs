@@ -1,5 +1,8 @@
-//! The network-namespace lab: real HAProxy / NGINX between clients and IIS-like NTLM
-//! backends, with the backends' own log as ground truth.
+//! The network-namespace lab of ntlm-affinity, the demo and the benchmark harness.
+//!
+//! The lab: real HAProxy / NGINX between clients and IIS-like NTLM backends, with the
+//! backends' own log as ground truth. Its Python peers (the backends and the scenario
+//! clients) are in `lab/peers/`.
 //!
 //! ```text
 //!  nta-cli                      nta-lb                                nta-sw            nta-webN
@@ -16,9 +19,15 @@
 //! The tracker attaches to `nta-be` (backend leg) and `nta-fe` (frontend leg) inside `nta-lb`.
 //! Nothing touches the host's own interfaces, routes or firewall: every link is created
 //! directly inside the lab namespaces.
+//!
+//! [`demo`] runs the scenarios of `cargo xtask demo`; [`bench`] holds the benchmark
+//! harness's shared pieces (`cargo xtask bench`, the `nta-bench` example); [`frames`]
+//! crafts Ethernet frames for the in-kernel tests, `nta-bench` and the capture generator.
 
+pub mod bench;
 pub mod config;
 pub mod demo;
+pub mod frames;
 pub mod sys;
 pub mod truth;
 
@@ -46,11 +55,11 @@ pub use config::{
 pub use sys::{LabLock, ProcRecord, is_root, lab_namespaces, ns_command};
 pub use truth::{TruthRecord, read_truth_file};
 
-/// Directory of the lab's Python programs and templates (`tests/lab`), or `$NTA_LAB_DIR`.
+/// Directory of the lab's Python programs and templates (`lab/peers`), or `$NTA_LAB_DIR`.
 pub fn lab_files_dir() -> PathBuf {
     std::env::var_os("NTA_LAB_DIR")
         .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/lab")))
+        .unwrap_or_else(|| PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/peers")))
 }
 
 /// Lock file serialising labs (next to the state dir, survives `down`).
@@ -445,7 +454,7 @@ impl Lab {
     }
 
     /// `clients.py KIND --host VIP --port PORT` in the client namespace; add more arguments
-    /// (see `tests/lab/clients.py --help`).
+    /// (see `lab/peers/clients.py --help`).
     pub fn clients_py(&self, kind: &str, port: u16) -> Command {
         let mut c = self.client_command(&self.python);
         c.arg(lab_files_dir().join("clients.py"))
