@@ -599,7 +599,8 @@ def main() -> int:
         sp.add_argument("--then-interval", type=float, default=0.0)
         sp.add_argument("--type3-wait", metavar="FILE",
                         help="keepalive: after the challenge, wait until FILE exists before the Type-3")
-        sp.add_argument("--give-up", action="store_true", help="http10: stop after the challenge (seed 003)")
+        sp.add_argument("--give-up", action="store_true",
+                        help="http10: stop after the challenge, no Type-3 (abandoned_challenge)")
         sp.add_argument("--hold", type=float, default=0.0, help="abandon: keep the connection open SECS")
         sp.add_argument("--form", choices=["spnego", "krb5"], default="spnego", help="kerberos token form")
         sp.add_argument("--requests", type=int, default=1, help="anon: requests on the connection")

@@ -97,7 +97,7 @@ pub fn scenario(name: &str) -> Result<Scenario> {
                       \x20 :82  NGINX upstream keepalive, one server      -> dangerous: alice authenticates, then another\n\
                       \x20                                                  client's anonymous requests ride her pooled\n\
                       \x20                                                  backend connection and are served AS ALICE\n\
-                      \x20                                                  (auth_context_reuse, seed 002)",
+                      \x20                                                  (auth_context_reuse)",
             frontends: vec![
                 Frontend::new(80, HaproxyKeepAlive).to(&[1, 2]),
                 Frontend::new(81, HaproxyServerClose).to(&[1, 2]),
@@ -206,7 +206,7 @@ pub fn scenario(name: &str) -> Result<Scenario> {
         },
         "reconnect" => Scenario {
             name: "reconnect",
-            title: "a client that opens a new connection for every leg (seed 000)",
+            title: "a client that opens a new connection for every leg: Type-3 off the challenge's connection",
             explain: "  :80  HAProxy keep-alive, roundrobin: reconnecting client -> server_split (client_reconnect);\n\
                       \x20      well-behaved keep-alive client beside it stays clean\n\
                       \x20 :81  HAProxy stick on src: same server, new connection -> connection_split",
@@ -229,7 +229,7 @@ pub fn scenario(name: &str) -> Result<Scenario> {
         },
         "http10" => Scenario {
             name: "http10",
-            title: "HTTP/1.0 client with Connection: close (seed 003)",
+            title: "HTTP/1.0 clients with Connection: close lose the challenge's connection",
             explain: "  :80  HAProxy keep-alive: an HTTP/1.1 keep-alive client (good) and an HTTP/1.0 client whose\n\
                       \x20      connection closes after the challenge -> split, cause connection_closed; and one that\n\
                       \x20      gives up after the challenge -> abandoned_challenge",
