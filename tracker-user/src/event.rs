@@ -9,7 +9,7 @@ use serde_json::{Map, Value, json};
 use tracker_common::{DIR_EGRESS, DIR_INGRESS};
 
 use crate::{
-    correlate::{Class, LegInfo, Verdict, flow_addrs},
+    correlate::{LegInfo, Mechanism, Verdict, flow_addrs},
     decode::{Auth, hex},
     http::StartLine,
     pipeline::{Message, Output},
@@ -174,8 +174,8 @@ impl Context {
                 "type": if alert { json!(["connection", "denied"]) } else { json!(["connection", "allowed"]) },
                 "action": v.class.as_str(),
                 "outcome": v.outcome,
-                "dataset": if alert { "ntlm_affinity.alert" } else { "ntlm_affinity.handshake" },
-                "severity": severity(v.class),
+                "dataset": v.class.dataset(),
+                "severity": v.class.severity(),
             },
             "observer": { "hostname": self.observer },
         });
@@ -230,7 +230,7 @@ impl Context {
             .as_ref()
             .and_then(|l| l.server_names.as_deref());
         names(&mut ntlm, challenge_names);
-        if v.class != Class::AbandonedChallenge && v.class != Class::AuthContextReuse {
+        if v.class.has_logon_outcome() {
             ntlm.insert(
                 "success".into(),
                 match v.outcome {
@@ -246,7 +246,7 @@ impl Context {
         if let Some(b) = v.ntlmv2 {
             ntlm.insert("ntlmv2".into(), json!(b));
         }
-        if v.mechanism == "ntlm" {
+        if v.mechanism == Mechanism::Ntlm {
             out["ntlm"] = Value::Object(ntlm);
         }
         if let Some(k) = &v.kerberos {
@@ -254,7 +254,7 @@ impl Context {
         }
         let mut na = Map::new();
         na.insert("auth_scheme".into(), json!(v.mechanism));
-        if v.mechanism == "kerberos" && v.class == Class::AuthContextReuse {
+        if v.mechanism == Mechanism::Kerberos && v.class.is_context_reuse() {
             // The Kerberos client principal travels only inside the encrypted ticket.
             na.insert(
                 "user_note".into(),
@@ -277,12 +277,12 @@ impl Context {
         if let Some(l) = &v.challenge_leg {
             na.insert(
                 "challenge_leg".into(),
-                leg_json(self, l, v.class == Class::AuthContextReuse),
+                leg_json(self, l, v.class.is_context_reuse()),
             );
         }
         if let Some(l) = &v.authenticate_leg {
             na.insert(
-                if v.class == Class::AuthContextReuse {
+                if v.class.is_context_reuse() {
                     "request_leg"
                 } else {
                     "authenticate_leg"
@@ -309,16 +309,6 @@ impl Context {
         }
         out["ntlm_affinity"] = Value::Object(na);
         out
-    }
-}
-
-fn severity(c: Class) -> u8 {
-    match c {
-        Class::AuthContextReuse => 9,
-        Class::ServerSplit | Class::ConnectionSplit => 6,
-        Class::OrphanType3 => 5,
-        Class::AbandonedChallenge => 3,
-        Class::Handshake | Class::KerberosHandshake => 0,
     }
 }
 

@@ -396,16 +396,15 @@ fn print_summary(file: &std::path::Path, s: &replay::Summary, p: &Pipeline) {
         s.records,
         p.stats.messages,
     );
-    let by = |k: &str| c.alerts.get(k).copied().unwrap_or(0);
+    let violations: Vec<String> = correlate::Class::VIOLATIONS
+        .iter()
+        .map(|class| format!("{class} {}", c.alerts_of(*class)))
+        .collect();
     eprintln!(
-        "  handshakes: {} succeeded, {} failed; violations: server_split {}, connection_split {}, orphan_type3 {}, abandoned_challenge {}, auth_context_reuse {}; challenges still open at the end {}",
+        "  handshakes: {} succeeded, {} failed; violations: {}; challenges still open at the end {}",
         c.handshakes_ok,
         c.handshakes_failed,
-        by("server_split"),
-        by("connection_split"),
-        by("orphan_type3"),
-        by("abandoned_challenge"),
-        by("auth_context_reuse"),
+        violations.join(", "),
         c.challenges_open_at_end,
     );
     eprintln!(

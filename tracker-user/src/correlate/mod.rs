@@ -7,26 +7,45 @@
 //! Input: complete heads (with their decoded tokens) and closes, in capture order. Output:
 //! [`Verdict`]s. State is bounded; idle state expires on [`Correlator::tick`].
 
+//!
+//! One module per concept: [`conn`] (connections and their slots), [`challenge`] (the
+//! challenge table and its MsvAvTimestamp index), [`type3`] (the join and the class),
+//! [`cause`], [`reuse`] (authenticated contexts and the kernel's identity check),
+//! [`frontend`] (the frontend token join), [`kerberos`] (Kerberos and the NTLM fallback),
+//! [`expiry`], [`stats`]. This module routes each head to them.
+
+mod cause;
+mod challenge;
+mod conn;
+mod expiry;
+mod frontend;
+mod kerberos;
+mod reuse;
+mod stats;
+mod type3;
 pub mod verdict;
 
-use std::{
-    collections::{BTreeMap, HashMap, VecDeque},
-    net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr},
-    sync::Arc,
-};
+use std::{collections::HashMap, net::SocketAddr, sync::Arc};
 
-use tracker_common::{FlowKey, RecordHeader};
-use tracker_ntlm::hash::TokenHash;
+use tracker_common::RecordHeader;
 
+pub use conn::flow_addrs;
+pub use reuse::AuthUpdate;
+pub use stats::{ClientSchemes, SchemeCounts, Stats};
 pub use verdict::{
-    Cause, Class, ClientIdentity, Evidence, Fallback, LegInfo, Outcome, RequestInfo, Verdict,
+    Cause, Class, ClientIdentity, Closing, Evidence, Fallback, FallbackReason, LegInfo, Mechanism,
+    Outcome, RequestInfo, Verdict,
 };
 
 use crate::{
-    decode::{Auth, AuthenticateInfo, ChallengeInfo, Decoded, KerberosInfo, ServerNames},
+    decode::{Auth, ChallengeInfo, Decoded, ServerNames},
     endpoint::Backend,
-    http::{Head, IdentityValue, StartLine},
+    http::{Head, StartLine},
 };
+use challenge::{Challenge, Challenges};
+use conn::{Conns, MAX_PENDING, PendingReq, ReqKind};
+use frontend::FrontendJoin;
+use kerberos::Offers;
 
 #[derive(Clone, Debug)]
 pub struct Config {
@@ -60,184 +79,13 @@ impl Default for Config {
     }
 }
 
-#[derive(Clone, Debug, Default, serde::Serialize)]
-pub struct Stats {
-    /// Challenges whose MsvAvTimestamp was shared by more than `MAX_SAME_TIMESTAMP` others
-    /// (replayed or forged Type-2s): the oldest left the timestamp index.
-    pub duplicate_challenge_timestamps: u64,
-    pub heads: u64,
-    pub closes: u64,
-    pub connections: u64,
-    pub challenges: u64,
-    pub authenticates: u64,
-    pub handshakes_ok: u64,
-    pub handshakes_failed: u64,
-    pub kerberos: u64,
-    pub alerts: HashMap<&'static str, u64>,
-    /// A new Type-1 on a connection whose Type-2 was never answered (a restart, not reported).
-    pub challenges_superseded: u64,
-    /// Unanswered challenges on open connections when the capture or the daemon ended.
-    pub challenges_open_at_end: u64,
-    pub responses_unmatched: u64,
-    /// Requests on an authenticated connection whose client cannot be told apart (no XFF).
-    pub reuse_unverifiable: u64,
-    /// Another client's request on an authenticated connection answered 401/407: the
-    /// server did not serve it as the logged-on user, so no alert.
-    pub reuse_refused: u64,
-    pub evicted_connections: u64,
-    pub evicted_challenges: u64,
-}
-
-/// How a connection ended.
-#[derive(Clone, Copy, Debug)]
-struct Closed {
-    how: &'static str,
-    at_ns: u64,
-}
-
-#[derive(Debug)]
-enum ReqKind {
-    Plain,
-    Type1,
-    Type3,
-    Kerberos,
-}
-
-/// What the kernel must know of an authenticated connection (docs/design.md, "The identity
-/// check"), in order.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum AuthUpdate {
-    /// Requests on `key` (balancer → server) of this generation whose last
-    /// `X-Forwarded-For` line equals `identity` may pass without a record.
-    Set {
-        key: FlowKey,
-        generation: u64,
-        identity: IdentityValue,
-    },
-    /// The connection is no longer authenticated (new handshake, failure, close).
-    Clear { key: FlowKey },
-}
-
-#[derive(Debug)]
-struct PendingReq {
-    kind: ReqKind,
-    /// The request's flow (balancer → server) and generation, and its identity line.
-    key: FlowKey,
-    generation: u64,
-    forwarded_for_line: Option<IdentityValue>,
-    identity: ClientIdentity,
-    at_ns: u64,
-    /// A verdict that waits for the response's status.
-    verdict: Option<Verdict>,
-    /// For a healthy Type-3: who authenticated.
-    user: Option<(Option<String>, Option<String>)>,
-    /// For a Type-1: how the client came to NTLM.
-    fallback: Option<Fallback>,
-    /// For a Kerberos request: the AP-REQ's cleartext.
-    kerberos: Option<KerberosInfo>,
-}
-
-#[derive(Clone, Debug)]
-struct AuthCtx {
-    identity: ClientIdentity,
-    user: Option<String>,
-    domain: Option<String>,
-    mechanism: &'static str,
-    leg: LegInfo,
-    kerberos: Option<KerberosInfo>,
-}
-
-#[derive(Debug)]
-struct Conn {
-    client: SocketAddr,
-    server: SocketAddr,
-    /// Generation per direction: 0 client→server, 1 server→client.
-    gens: [Option<u64>; 2],
-    frontend: bool,
-    pending: VecDeque<PendingReq>,
-    /// The unanswered challenge issued on this connection.
-    challenge: Option<u64>,
-    auth: Option<AuthCtx>,
-    /// The flow whose identity the kernel checks (an `AuthUpdate::Set` was issued).
-    kernel_auth: Option<FlowKey>,
-    closed: Option<Closed>,
-    /// The last request or response said the connection ends after it.
-    closing: bool,
-    last_ns: u64,
-    names: Option<Arc<ServerNames>>,
-    /// The last KRB-ERROR the server answered on this connection (code, name).
-    krb_error: Option<(i32, Option<&'static str>)>,
-    /// What the last 401/407 offered: `OFFER_*` bits.
-    offers: u8,
-}
-
-const OFFER_NEGOTIATE: u8 = 1;
-const OFFER_NTLM: u8 = 2;
-
-impl Conn {
-    /// Ends the kernel's identity check of this connection, if it had one.
-    fn end_kernel_check(&mut self) -> Option<AuthUpdate> {
-        self.kernel_auth.take().map(|key| AuthUpdate::Clear { key })
-    }
-
-    fn leg(&self, at_ns: u64) -> LegInfo {
-        LegInfo {
-            client: self.client,
-            server: self.server,
-            generation: self.gens[0].or(self.gens[1]).unwrap_or(0),
-            at_ns,
-            closed: self.closed.map(|c| c.how),
-            server_names: self.names.clone(),
-        }
-    }
-}
-
-#[derive(Debug)]
-struct Challenge {
-    conn: u64,
-    leg: LegInfo,
-    info: ChallengeInfo,
-    identity: ClientIdentity,
-    proxy: bool,
-    /// The request that got the challenge said the connection would close.
-    closing: bool,
-    answered: bool,
-    expired: bool,
-    fallback: Option<Fallback>,
-}
-
-#[derive(Clone, Copy, Debug)]
-struct FrontRef {
-    client: SocketAddr,
-    at_ns: u64,
-}
-
-type ConnKey = (SocketAddr, SocketAddr);
-
-/// Challenges indexed under one MsvAvTimestamp at most.
-const MAX_SAME_TIMESTAMP: usize = 64;
-
-#[derive(Default)]
-struct Slot {
-    cur: u64,
-    prev: Option<u64>,
-}
-
 pub struct Correlator {
     cfg: Config,
-    slots: HashMap<ConnKey, Slot>,
-    /// Ids grow with creation: the first entry is the oldest, evicted first when full.
-    conns: BTreeMap<u64, Conn>,
-    next_conn: u64,
-    challenges: BTreeMap<u64, Challenge>,
-    by_timestamp: HashMap<u64, Vec<u64>>,
-    next_challenge: u64,
+    conns: Conns,
+    challenges: Challenges,
     /// Names of each server, from the challenges it issued.
     server_names: HashMap<SocketAddr, Arc<ServerNames>>,
-    frontend_tokens: HashMap<TokenHash, FrontRef>,
-    /// Frontend connections (client address) whose HTTP said the connection ends after the
-    /// message (HTTP/1.0, `Connection: close`), with when: a client that had to reconnect.
-    frontend_closing: HashMap<SocketAddr, u64>,
+    frontend: FrontendJoin,
     last_ns: u64,
     pub stats: Stats,
     /// For the kernel's identity check; drained by the daemon (see `Config::kernel_identity`).
@@ -246,105 +94,14 @@ pub struct Correlator {
     pub clients: ClientSchemes,
 }
 
-/// Clients at most in [`ClientSchemes`]; later ones are counted together.
-const MAX_SUMMARY_CLIENTS: usize = 10_000;
-
-/// Which schemes each client authenticated with through the balancer, and why NTLM.
-#[derive(Clone, Debug, Default, serde::Serialize)]
-pub struct ClientSchemes {
-    pub clients: BTreeMap<String, SchemeCounts>,
-    /// Clients beyond the bound, all counted under `other_clients`.
-    pub other_clients: SchemeCounts,
-}
-
-#[derive(Clone, Debug, Default, serde::Serialize)]
-pub struct SchemeCounts {
-    pub kerberos: u64,
-    pub ntlm: u64,
-    /// NTLM handshakes by fallback reason (see [`Fallback::reason`]).
-    pub ntlm_reasons: BTreeMap<&'static str, u64>,
-}
-
-impl ClientSchemes {
-    fn entry(&mut self, client: &ClientIdentity) -> &mut SchemeCounts {
-        let label = client
-            .forwarded_for
-            .clone()
-            .or_else(|| client.frontend.map(|f| f.ip().to_string()))
-            .unwrap_or_else(|| "unidentified".to_string());
-        if !self.clients.contains_key(&label) && self.clients.len() >= MAX_SUMMARY_CLIENTS {
-            return &mut self.other_clients;
-        }
-        self.clients.entry(label).or_default()
-    }
-
-    fn kerberos(&mut self, client: &ClientIdentity) {
-        self.entry(client).kerberos += 1;
-    }
-
-    /// One line per client, those with the most NTLM first (who still falls back, and why),
-    /// at most `limit` lines plus one for the rest.
-    pub fn report(&self, limit: usize) -> Vec<String> {
-        let mut rows: Vec<(&str, &SchemeCounts)> =
-            self.clients.iter().map(|(k, v)| (k.as_str(), v)).collect();
-        if self.other_clients.kerberos + self.other_clients.ntlm > 0 {
-            rows.push(("(clients beyond the summary bound)", &self.other_clients));
-        }
-        rows.sort_by(|a, b| {
-            b.1.ntlm
-                .cmp(&a.1.ntlm)
-                .then(b.1.kerberos.cmp(&a.1.kerberos))
-        });
-        let mut out: Vec<String> = rows
-            .iter()
-            .take(limit)
-            .map(|(client, c)| {
-                let why = c
-                    .ntlm_reasons
-                    .iter()
-                    .map(|(r, n)| format!("{r} {n}"))
-                    .collect::<Vec<_>>()
-                    .join(", ");
-                if why.is_empty() {
-                    format!("{client:<24} kerberos {:<6} ntlm {}", c.kerberos, c.ntlm)
-                } else {
-                    format!(
-                        "{client:<24} kerberos {:<6} ntlm {} ({why})",
-                        c.kerberos, c.ntlm
-                    )
-                }
-            })
-            .collect();
-        if rows.len() > limit {
-            out.push(format!("… and {} more clients", rows.len() - limit));
-        }
-        out
-    }
-
-    fn ntlm(&mut self, client: &ClientIdentity, fallback: Option<&Fallback>) {
-        let e = self.entry(client);
-        e.ntlm += 1;
-        *e.ntlm_reasons
-            .entry(fallback.map_or("unknown", |f| f.reason))
-            .or_default() += 1;
-    }
-}
-
-fn sock(addr: &[u8; 16], family: u8, port: u16) -> SocketAddr {
-    let v6 = Ipv6Addr::from(*addr);
-    let ip = match (family, v6.to_ipv4_mapped()) {
-        (4, Some(v4)) => IpAddr::V4(v4),
-        (4, None) => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
-        _ => IpAddr::V6(v6),
-    };
-    SocketAddr::new(ip, port)
-}
-
-pub fn flow_addrs(k: &FlowKey) -> (SocketAddr, SocketAddr) {
-    (
-        sock(&k.src_addr, k.family, k.src_port),
-        sock(&k.dst_addr, k.family, k.dst_port),
-    )
+/// What the credentials of one request were, as the response will need them.
+struct RequestAuth {
+    kind: ReqKind,
+    verdict: Option<Verdict>,
+    user: Option<(Option<String>, Option<String>)>,
+    fallback: Option<Fallback>,
+    kerberos: Option<crate::decode::KerberosInfo>,
+    has_credentials: bool,
 }
 
 fn request_info(head: &Head) -> RequestInfo {
@@ -365,16 +122,11 @@ fn request_info(head: &Head) -> RequestInfo {
 impl Correlator {
     pub fn new(cfg: Config) -> Self {
         Self {
+            frontend: FrontendJoin::new(cfg.max_challenges, cfg.window_ns),
             cfg,
-            slots: HashMap::new(),
-            conns: BTreeMap::new(),
-            next_conn: 1,
-            challenges: BTreeMap::new(),
-            by_timestamp: HashMap::new(),
-            next_challenge: 1,
+            conns: Conns::default(),
+            challenges: Challenges::default(),
             server_names: HashMap::new(),
-            frontend_tokens: HashMap::new(),
-            frontend_closing: HashMap::new(),
             last_ns: 0,
             stats: Stats::default(),
             auth_updates: Vec::new(),
@@ -391,125 +143,33 @@ impl Correlator {
     }
 
     pub fn open_challenges(&self) -> usize {
-        self.challenges
-            .values()
-            .filter(|c| !c.answered && !c.expired)
-            .count()
+        self.challenges.open()
     }
 
-    fn is_backend(&self, a: SocketAddr) -> bool {
-        self.cfg.backends.iter().any(|b| b.contains(a))
-    }
-
-    fn is_frontend(&self, a: SocketAddr) -> bool {
-        self.cfg.frontend_ports.contains(&a.port())
-    }
-
-    /// Which side serves: (client, server, frontend leg).
-    fn orient(
-        &self,
-        src: SocketAddr,
-        dst: SocketAddr,
-        request: Option<bool>,
-    ) -> (SocketAddr, SocketAddr, bool) {
-        if self.is_backend(dst) {
-            (src, dst, false)
-        } else if self.is_backend(src) {
-            (dst, src, false)
-        } else if self.is_frontend(dst) {
-            (src, dst, true)
-        } else if self.is_frontend(src) {
-            (dst, src, true)
-        } else if request == Some(false) {
-            (dst, src, false)
-        } else {
-            (src, dst, false)
+    /// Emits a verdict if it is a violation or handshakes are wanted, and counts it.
+    fn emit(&mut self, v: Verdict, out: &mut Vec<Verdict>) {
+        if v.class.is_violation() || self.cfg.handshakes {
+            self.stats.emitted(&v);
+            out.push(v);
         }
     }
 
     /// The connection of a record, created (or renewed on a new generation) as needed.
     /// Returns its id and the direction (0: client→server).
     fn conn_for(&mut self, h: &RecordHeader, request: Option<bool>) -> (u64, usize) {
-        let (src, dst) = flow_addrs(&h.key);
-        let key = if src <= dst { (src, dst) } else { (dst, src) };
-        let existing = self.slots.get(&key).map(|s| (s.cur, s.prev));
-        if let Some((cur, prev)) = existing
-            && let Some(c) = self.conns.get(&cur)
+        if let Some(found) = self.conns.find(h) {
+            return found;
+        }
+        if self.conns.len() >= self.cfg.max_conns
+            && let Some(mut c) = self.conns.evict_oldest()
         {
-            let d = usize::from(src != c.client);
-            match c.gens[d] {
-                None => {
-                    if let Some(c) = self.conns.get_mut(&cur) {
-                        c.gens[d] = Some(h.generation);
-                    }
-                    return (cur, d);
-                }
-                Some(g) if g == h.generation => return (cur, d),
-                Some(_) => {
-                    if let Some(p) = prev
-                        && let Some(pc) = self.conns.get(&p)
-                        && pc.gens[usize::from(src != pc.client)] == Some(h.generation)
-                    {
-                        return (p, usize::from(src != pc.client));
-                    }
-                }
-            }
-        }
-        // A new connection (or a new use of the 5-tuple).
-        if self.conns.len() >= self.cfg.max_conns {
-            self.evict_conn();
-        }
-        let (client, server, frontend) = self.orient(src, dst, request);
-        let id = self.next_conn;
-        self.next_conn += 1;
-        self.stats.connections += 1;
-        let d = usize::from(src != client);
-        let mut gens = [None, None];
-        gens[d] = Some(h.generation);
-        self.conns.insert(
-            id,
-            Conn {
-                client,
-                server,
-                gens,
-                frontend,
-                pending: VecDeque::new(),
-                challenge: None,
-                auth: None,
-                kernel_auth: None,
-                closed: None,
-                closing: false,
-                last_ns: h.timestamp_ns,
-                names: None,
-                krb_error: None,
-                offers: 0,
-            },
-        );
-        let slot = self.slots.entry(key).or_default();
-        if slot.cur != 0 {
-            let old = slot.cur;
-            slot.prev = Some(old);
-            if let Some(oc) = self.conns.get_mut(&old)
-                && oc.closed.is_none()
-            {
-                oc.closed = Some(Closed {
-                    how: "reused",
-                    at_ns: h.timestamp_ns,
-                });
-            }
-        }
-        slot.cur = id;
-        (id, d)
-    }
-
-    /// Evicts the oldest connection (ids grow with creation: O(log n), not a scan).
-    fn evict_conn(&mut self) {
-        if let Some(id) = self.conns.keys().next().copied() {
-            if let Some(mut c) = self.conns.remove(&id) {
-                self.auth_updates.extend(c.end_kernel_check());
-            }
+            self.auth_updates.extend(c.end_kernel_check());
             self.stats.evicted_connections += 1;
         }
+        let (src, dst) = flow_addrs(&h.key);
+        let (client, server, frontend) = conn::orient(&self.cfg, src, dst, request);
+        self.stats.connections += 1;
+        self.conns.open(h, client, server, frontend)
     }
 
     /// A FIN or RST on a flow that carried NTLM.
@@ -517,19 +177,15 @@ impl Correlator {
         self.stats.closes += 1;
         self.last_ns = self.last_ns.max(h.timestamp_ns);
         let (id, _) = self.conn_for(h, None);
-        if let Some(c) = self.conns.get_mut(&id) {
+        if let Some(c) = self.conns.get_mut(id) {
             c.last_ns = h.timestamp_ns;
             self.auth_updates.extend(c.end_kernel_check());
-            if c.closed.is_none() {
-                c.closed = Some(Closed {
-                    how: if h.tcp_flags & 0x04 != 0 {
-                        "rst"
-                    } else {
-                        "fin"
-                    },
-                    at_ns: h.timestamp_ns,
-                });
-            }
+            let how = if h.tcp_flags & tracker_common::tcp::RST != 0 {
+                Closing::Rst
+            } else {
+                Closing::Fin
+            };
+            c.close(how, h.timestamp_ns);
         }
     }
 
@@ -549,57 +205,19 @@ impl Correlator {
             None
         };
         let (id, d) = self.conn_for(h, request);
-        let Some(frontend) = self.conns.get_mut(&id).map(|c| {
-            c.last_ns = h.timestamp_ns;
-            c.frontend
-        }) else {
+        let Some(c) = self.conns.get_mut(id) else {
             return;
         };
-        let is_request = match request {
-            Some(r) => r,
-            None => d == 0,
-        };
-        if frontend {
-            self.on_frontend(id, head, tokens, h.timestamp_ns);
-            return;
-        }
-        if is_request {
+        c.last_ns = h.timestamp_ns;
+        if c.frontend {
+            let client = c.client;
+            self.frontend
+                .observe(client, head.closes_connection(), tokens, h.timestamp_ns);
+        } else if request.unwrap_or(d == 0) {
             self.on_request(id, h, head, tokens, out);
         } else {
             self.on_response(id, h, head, tokens, out);
         }
-    }
-
-    fn on_frontend(&mut self, id: u64, head: &Head, tokens: &[Decoded], now: u64) {
-        let Some(client) = self.conns.get(&id).map(|c| c.client) else {
-            return;
-        };
-        if head.closes_connection() && !tokens.is_empty() {
-            if self.frontend_closing.len() >= self.cfg.max_challenges {
-                let window = self.cfg.window_ns;
-                self.frontend_closing
-                    .retain(|_, at| now.saturating_sub(*at) <= window);
-            }
-            self.frontend_closing.insert(client, now);
-        }
-        for t in tokens {
-            if let Some(hash) = t.hash {
-                if self.frontend_tokens.len() >= self.cfg.max_challenges {
-                    let window = self.cfg.window_ns;
-                    self.frontend_tokens
-                        .retain(|_, f| now.saturating_sub(f.at_ns) <= window);
-                }
-                self.frontend_tokens
-                    .insert(hash, FrontRef { client, at_ns: now });
-            }
-        }
-    }
-
-    fn frontend_of(&self, tokens: &[Decoded]) -> Option<SocketAddr> {
-        tokens
-            .iter()
-            .filter_map(|t| t.hash)
-            .find_map(|h| self.frontend_tokens.get(&h).map(|f| f.client))
     }
 
     fn on_request(
@@ -610,120 +228,106 @@ impl Correlator {
         tokens: &[Decoded],
         out: &mut Vec<Verdict>,
     ) {
-        let now = h.timestamp_ns;
         let identity = ClientIdentity {
             forwarded_for: head.forwarded_for.clone(),
             port: head.client_port,
-            frontend: self.frontend_of(tokens),
+            frontend: self.frontend.client_of(tokens),
         };
         let request = request_info(head);
-        let closes = head.closes_connection();
-        if let Some(c) = self.conns.get_mut(&id) {
-            c.closing |= closes;
+        if let Some(c) = self.conns.get_mut(id) {
+            c.closing |= head.closes_connection();
         }
-        let mut kind = ReqKind::Plain;
-        let mut verdict = None;
-        let mut user = None;
-        let mut fallback = None;
-        let mut kerberos = None;
-        let mut has_credentials = false;
+        let mut auth = self.request_auth(id, h.timestamp_ns, tokens, &identity, &request);
+        if !auth.has_credentials {
+            auth.verdict = self.check_reuse(id, h.timestamp_ns, &identity, &request);
+        }
+        let Some(c) = self.conns.get_mut(id) else {
+            return;
+        };
+        if c.pending.len() >= MAX_PENDING
+            && let Some(mut old) = c.pending.pop_front()
+            && let Some(v) = old.verdict.take()
+        {
+            out.push(v);
+        }
+        c.pending.push_back(PendingReq {
+            kind: auth.kind,
+            key: h.key,
+            generation: h.generation,
+            forwarded_for_line: head.forwarded_for_line,
+            identity,
+            at_ns: h.timestamp_ns,
+            verdict: auth.verdict,
+            user: auth.user,
+            fallback: auth.fallback,
+            kerberos: auth.kerberos,
+        });
+    }
+
+    /// What a request's tokens do: a Type-1 restarts the handshake, a Type-3 is resolved
+    /// against its challenge, Kerberos ends any NTLM logon.
+    fn request_auth(
+        &mut self,
+        id: u64,
+        now: u64,
+        tokens: &[Decoded],
+        identity: &ClientIdentity,
+        request: &RequestInfo,
+    ) -> RequestAuth {
+        let mut r = RequestAuth {
+            kind: ReqKind::Plain,
+            verdict: None,
+            user: None,
+            fallback: None,
+            kerberos: None,
+            has_credentials: !tokens.is_empty(),
+        };
         for t in tokens {
             match &t.auth {
                 Auth::Negotiate { .. } => {
-                    has_credentials = true;
-                    kind = ReqKind::Type1;
-                    fallback = self.fallback_of(id, t);
+                    r.kind = ReqKind::Type1;
+                    r.fallback = self
+                        .conns
+                        .get(id)
+                        .map(|c| kerberos::fallback(t.negotiate.as_deref(), c.krb_error, c.offers));
                     self.deauthenticate(id);
-                    if let Some(c) = self.conns.get_mut(&id) {
-                        if let Some(old) = c.challenge.take()
-                            && let Some(ch) = self.challenges.get_mut(&old)
-                            && !ch.answered
-                        {
-                            // A restarted handshake: the old challenge is moot.
-                            ch.answered = true;
-                            self.stats.challenges_superseded += 1;
-                        }
-                    }
+                    self.restart_handshake(id);
                 }
                 Auth::Authenticate(a) => {
-                    has_credentials = true;
-                    kind = ReqKind::Type3;
+                    r.kind = ReqKind::Type3;
                     self.stats.authenticates += 1;
-                    user = Some((a.user.clone(), a.domain.clone()));
-                    verdict = self.resolve_type3(id, h, a, t, &identity, &request);
+                    r.user = Some((a.user.clone(), a.domain.clone()));
+                    r.verdict = self.resolve_type3(id, now, a, t, identity, request);
                 }
                 Auth::Kerberos | Auth::Spnego => {
-                    has_credentials = true;
                     if matches!(t.auth, Auth::Kerberos) {
                         self.stats.kerberos += 1;
-                        kind = ReqKind::Kerberos;
-                        kerberos = t.negotiate.as_ref().and_then(|n| n.kerberos.clone());
+                        r.kind = ReqKind::Kerberos;
+                        r.kerberos = t.negotiate.as_ref().and_then(|n| n.kerberos.clone());
                     }
                     self.deauthenticate(id);
                 }
-                Auth::Undecodable(_) | Auth::Offer | Auth::Challenge(_) => {
-                    has_credentials = true;
-                }
+                Auth::Undecodable(_) | Auth::Offer | Auth::Challenge(_) => {}
             }
         }
-        if !has_credentials {
-            verdict = self.check_reuse(id, h, &identity, &request);
-        }
-        if let Some(c) = self.conns.get_mut(&id) {
-            if c.pending.len() >= 64
-                && let Some(mut old) = c.pending.pop_front()
-                && let Some(v) = old.verdict.take()
-            {
-                out.push(v);
-            }
-            c.pending.push_back(PendingReq {
-                kind,
-                key: h.key,
-                generation: h.generation,
-                forwarded_for_line: head.forwarded_for_line,
-                identity,
-                at_ns: now,
-                verdict,
-                user,
-                fallback,
-                kerberos,
-            });
-        }
+        r
     }
 
-    /// How a Type-1 shows the client came to NTLM rather than Kerberos.
-    fn fallback_of(&self, id: u64, t: &Decoded) -> Option<Fallback> {
-        let c = self.conns.get(&id)?;
-        let (spnego, mechs) = match &t.negotiate {
-            Some(n) => (n.spnego, n.mech_types.as_slice()),
-            None => (false, &[][..]),
-        };
-        let offered = mechs.contains(&"kerberos");
-        let reason = if c.krb_error.is_some() {
-            "krb_error"
-        } else if offered && mechs.first() == Some(&"kerberos") {
-            "no_kerberos_ticket"
-        } else if offered {
-            "ntlm_preferred"
-        } else if spnego {
-            "kerberos_not_offered"
-        } else if c.offers & OFFER_NTLM != 0 && c.offers & OFFER_NEGOTIATE == 0 {
-            "server_offers_ntlm_only"
-        } else {
-            "ntlm_direct"
-        };
-        Some(Fallback {
-            spnego,
-            kerberos_offered: offered,
-            reason,
-            krb_error_code: c.krb_error.map(|e| e.0),
-            krb_error_name: c.krb_error.and_then(|e| e.1),
-        })
+    /// A new Type-1 on connection `id`: its unanswered challenge is moot (not abandoned).
+    fn restart_handshake(&mut self, id: u64) {
+        if let Some(c) = self.conns.get_mut(id)
+            && let Some(old) = c.challenge.take()
+            && let Some(ch) = self.challenges.get_mut(old)
+            && !ch.answered
+        {
+            ch.answered = true;
+            self.stats.challenges_superseded += 1;
+        }
     }
 
     /// The connection is no longer authenticated (a new handshake began on it).
     fn deauthenticate(&mut self, id: u64) {
-        if let Some(c) = self.conns.get_mut(&id) {
+        if let Some(c) = self.conns.get_mut(id) {
             c.auth = None;
             self.auth_updates.extend(c.end_kernel_check());
         }
@@ -735,7 +339,7 @@ impl Correlator {
         if !self.cfg.kernel_identity {
             return;
         }
-        let Some(c) = self.conns.get_mut(&id) else {
+        let Some(c) = self.conns.get_mut(id) else {
             return;
         };
         match req.forwarded_for_line {
@@ -755,293 +359,22 @@ impl Correlator {
     fn check_reuse(
         &mut self,
         id: u64,
-        h: &RecordHeader,
+        now: u64,
         identity: &ClientIdentity,
         request: &RequestInfo,
     ) -> Option<Verdict> {
-        let c = self.conns.get(&id)?;
+        let c = self.conns.get(id)?;
         let ctx = c.auth.as_ref()?;
-        if !ctx.identity.known() {
-            self.stats.reuse_unverifiable += 1;
-            return None;
-        }
-        if !ctx.identity.differs(identity) {
-            return None;
-        }
-        let mut v = Verdict::new(Class::AuthContextReuse, h.timestamp_ns);
-        v.cause = Some(Cause::BalancerReroute);
-        v.evidence = vec![Evidence::ClientIdentity];
-        v.challenge_leg = Some(ctx.leg.clone());
-        v.authenticate_leg = Some(c.leg(h.timestamp_ns));
-        v.client = identity.clone();
-        v.authenticated_client = Some(ctx.identity.clone());
-        v.user = ctx.user.clone();
-        v.domain = ctx.domain.clone();
-        v.request = request.clone();
-        v.mechanism = ctx.mechanism;
-        v.kerberos = ctx.kerberos.clone();
-        Some(v)
-    }
-
-    /// Finds the challenge a Type-3 answers and, when it was issued elsewhere, the verdict.
-    fn resolve_type3(
-        &mut self,
-        id: u64,
-        h: &RecordHeader,
-        a: &AuthenticateInfo,
-        t: &Decoded,
-        identity: &ClientIdentity,
-        request: &RequestInfo,
-    ) -> Option<Verdict> {
-        let now = h.timestamp_ns;
-        let conn = self.conns.get(&id)?;
-        let auth_leg = conn.leg(now);
-        let mut evidence = Vec::new();
-        // 1. The exact join: MsvAvTimestamp + server names.
-        let mut found = None;
-        // The challenge of this very connection, when it is the one named: no lookup needed.
-        if let Some(cid) = &a.id
-            && let Some(ch) = conn.challenge
-            && self.challenges.get(&ch).is_some_and(|c| {
-                c.info
-                    .id
-                    .as_ref()
-                    .is_some_and(|i| i.timestamp == cid.timestamp)
-                    && c.info.names == cid.names
-            })
-        {
-            found = Some(ch);
-            evidence.push(Evidence::ChallengeKey);
-        }
-        if found.is_none()
-            && let Some(cid) = &a.id
-        {
-            let matching: Vec<u64> = self
-                .by_timestamp
-                .get(&cid.timestamp)
-                .into_iter()
-                .flatten()
-                .copied()
-                .filter(|ch| {
-                    self.challenges
-                        .get(ch)
-                        .is_some_and(|c| c.info.names == cid.names)
-                })
-                .collect();
-            found = matching
-                .iter()
-                .copied()
-                .find(|ch| self.challenges.get(ch).is_some_and(|c| c.conn == id))
-                .or_else(|| {
-                    matching
-                        .iter()
-                        .copied()
-                        .find(|ch| self.challenges.get(ch).is_some_and(|c| !c.answered))
-                })
-                .or_else(|| matching.first().copied());
-            if found.is_some() {
-                evidence.push(Evidence::ChallengeKey);
+        match reuse::check(ctx, identity) {
+            reuse::Reuse::SameClient => None,
+            reuse::Reuse::Unverifiable => {
+                self.stats.reuse_unverifiable += 1;
+                None
+            }
+            reuse::Reuse::OtherClient => {
+                Some(reuse::verdict(ctx, c.leg(now), identity, request, now))
             }
         }
-        // 2. No timestamp (NTLMv1, or NTLMv2 without it): the challenge of this connection,
-        //    else the same client's unanswered challenge within the window.
-        if found.is_none() && a.id.is_none() {
-            if let Some(ch) = conn.challenge
-                && self.challenges.get(&ch).is_some_and(|c| !c.answered)
-            {
-                found = Some(ch);
-                evidence.push(Evidence::SameConnection);
-            } else if identity.known() {
-                let window = self.cfg.window_ns;
-                found = self
-                    .challenges
-                    .iter()
-                    .filter(|(_, c)| {
-                        !c.answered
-                            && now.saturating_sub(c.leg.at_ns) <= window
-                            && c.identity.same_as(identity)
-                    })
-                    .max_by_key(|(_, c)| c.leg.at_ns)
-                    .map(|(k, _)| *k);
-                if found.is_some() {
-                    evidence.push(Evidence::ClientIdentityWindow);
-                }
-            }
-        }
-        let mut v = Verdict::new(Class::OrphanType3, now);
-        v.user = a.user.clone();
-        v.domain = a.domain.clone();
-        v.workstation = a.workstation.clone();
-        v.client = identity.clone();
-        v.request = request.clone();
-        v.proxy = t.header.is_proxy();
-        v.header = Some(t.header.as_str());
-        v.ntlmv2 = Some(a.ntlmv2);
-        v.channel_bindings = a.channel_bindings;
-        v.challenge_key = a.id.as_ref().map(|i| i.key);
-        let mut auth_leg = auth_leg;
-        if auth_leg.server_names.is_none() {
-            auth_leg.server_names = self.server_names.get(&auth_leg.server).cloned();
-        }
-        let Some(ch_id) = found else {
-            // The Type-2 is known nowhere. If the Type-3 names a server other than the
-            // one it reached, that alone proves a server split.
-            let reached = self.server_names.get(&auth_leg.server).cloned();
-            v.authenticate_leg = Some(auth_leg);
-            if let (Some(named), Some(reached)) = (&a.names, &reached)
-                && named.differs(reached)
-            {
-                v.class = Class::ServerSplit;
-                v.evidence = vec![Evidence::ServerNames];
-                v.cause = Some(self.cause_without_challenge(identity));
-                v.challenge_leg = None;
-                v.server_challenge = None;
-                return Some(self.with_names(v, Some(Arc::clone(named))));
-            }
-            v.evidence = vec![Evidence::None];
-            v.cause = Some(Cause::Unknown);
-            let names = a.names.clone();
-            return Some(self.with_names(v, names));
-        };
-        let ch = self.challenges.get_mut(&ch_id)?;
-        ch.answered = true;
-        let same_conn = ch.conn == id;
-        if let Some(c) = self.conns.get_mut(&ch.conn)
-            && c.challenge == Some(ch_id)
-        {
-            c.challenge = None;
-        }
-        let ch = self.challenges.get(&ch_id)?;
-        v.fallback = ch.fallback.clone();
-        v.server_challenge = Some(ch.info.server_challenge);
-        v.challenge_key = ch.info.id.as_ref().map(|i| i.key).or(v.challenge_key);
-        let mut ch_leg = ch.leg.clone();
-        // How the challenge's connection stood when the Type-3 came.
-        let ch_conn_closed = self
-            .conns
-            .get(&ch.conn)
-            .and_then(|c| c.closed)
-            .filter(|c| c.at_ns <= now);
-        if let Some(cl) = ch_conn_closed {
-            ch_leg.closed = Some(cl.how);
-        } else if ch.closing {
-            ch_leg.closed = Some("connection_close");
-        }
-        if same_conn {
-            if !evidence.contains(&Evidence::SameConnection) {
-                evidence.push(Evidence::SameConnection);
-            }
-            v.class = Class::Handshake;
-            v.evidence = evidence;
-            v.challenge_leg = Some(ch_leg);
-            v.authenticate_leg = Some(auth_leg);
-            v.client = merge_identity(identity, &ch.identity);
-            return Some(v);
-        }
-        // A split: same server (IP and port) on another connection, or another server.
-        let server_differs = ch.leg.server != auth_leg.server;
-        // Names that differ while the addresses agree also prove another machine.
-        let names_differ =
-            matches!((&ch.info.names, &auth_leg.server_names), (n1, Some(n2)) if n1.differs(n2));
-        v.class = if server_differs || names_differ {
-            Class::ServerSplit
-        } else {
-            Class::ConnectionSplit
-        };
-        let (cause, cause_evidence) = self.cause(ch, ch_conn_closed, identity);
-        v.cause = Some(cause);
-        evidence.push(cause_evidence);
-        v.evidence = evidence;
-        v.client = merge_identity(identity, &ch.identity);
-        v.challenge_leg = Some(ch_leg);
-        v.authenticate_leg = Some(auth_leg);
-        Some(v)
-    }
-
-    fn with_names(&self, mut v: Verdict, named: Option<Arc<ServerNames>>) -> Verdict {
-        // The challenging server is known only by the names the Type-3 carries.
-        if let Some(n) = named
-            && let Some(leg) = &v.authenticate_leg
-        {
-            v.challenge_leg = Some(LegInfo {
-                client: leg.client,
-                server: leg.server,
-                generation: 0,
-                at_ns: 0,
-                closed: None,
-                server_names: Some(n),
-            });
-            if v.class == Class::ServerSplit
-                && let Some(cl) = v.challenge_leg.as_mut()
-            {
-                // Address unknown: only the names identify the challenging server.
-                cl.server = SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 0);
-                cl.client = SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 0);
-            }
-            if v.class == Class::OrphanType3 {
-                v.challenge_leg = None;
-            }
-        }
-        v
-    }
-
-    fn cause_without_challenge(&self, _identity: &ClientIdentity) -> Cause {
-        Cause::Unknown
-    }
-
-    /// Why a Type-3 went elsewhere than its challenge, first rule that applies (the list in
-    /// docs/design.md, "Correlation", and docs/events.md).
-    fn cause(
-        &self,
-        ch: &Challenge,
-        closed: Option<Closed>,
-        identity: &ClientIdentity,
-    ) -> (Cause, Evidence) {
-        // The client kept its frontend connection: whatever closed the challenge's backend
-        // connection (HAProxy `option http-server-close`, an NGINX upstream without
-        // `keepalive` sending `Connection: close`), it was the balancer's choice to carry the
-        // Type-3 elsewhere — the fix is in its configuration, not in the client.
-        if let (Some(a), Some(b)) = (ch.identity.frontend, identity.frontend)
-            && a == b
-        {
-            return (Cause::BalancerReroute, Evidence::FrontendToken);
-        }
-        if let (Some(a), Some(b), Some(x), Some(y)) = (
-            ch.identity.port,
-            identity.port,
-            ch.identity.forwarded_for.as_ref(),
-            identity.forwarded_for.as_ref(),
-        ) && a == b
-            && x == y
-        {
-            return (Cause::BalancerReroute, Evidence::ClientIdentity);
-        }
-        if ch.closing {
-            return (Cause::ConnectionClosed, Evidence::ConnectionClose);
-        }
-        if let (Some(a), Some(_)) = (ch.identity.frontend, identity.frontend) {
-            // Another frontend connection. When the one that carried the handshake announced
-            // its end (an HTTP/1.0 client, `Connection: close`), the client had to reconnect.
-            if self
-                .frontend_closing
-                .get(&a)
-                .is_some_and(|at| at.abs_diff(ch.leg.at_ns) <= self.cfg.window_ns)
-            {
-                return (Cause::ConnectionClosed, Evidence::ConnectionClose);
-            }
-            return (Cause::ClientReconnect, Evidence::FrontendToken);
-        }
-        if closed.is_some() {
-            return (Cause::ConnectionClosed, Evidence::ConnectionClose);
-        }
-        if let (Some(a), Some(b)) = (ch.identity.port, identity.port) {
-            return if a != b {
-                (Cause::ClientReconnect, Evidence::ClientIdentity)
-            } else {
-                (Cause::BalancerReroute, Evidence::ClientIdentity)
-            };
-        }
-        (Cause::Unknown, Evidence::None)
     }
 
     fn on_response(
@@ -1055,7 +388,7 @@ impl Correlator {
         let now = h.timestamp_ns;
         let status = head.status();
         let closes = head.closes_connection();
-        let Some(c) = self.conns.get_mut(&id) else {
+        let Some(c) = self.conns.get_mut(id) else {
             return;
         };
         c.closing |= closes;
@@ -1070,19 +403,11 @@ impl Correlator {
             self.stats.responses_unmatched += 1;
         }
         let leg = c.leg(now);
-        let offers = tokens.iter().fold(0, |o, t| match (&t.auth, t.scheme) {
-            (Auth::Offer, tracker_ntlm::Scheme::Negotiate) => o | OFFER_NEGOTIATE,
-            (Auth::Offer, tracker_ntlm::Scheme::Ntlm) => o | OFFER_NTLM,
-            _ => o,
-        });
-        if offers != 0 {
+        let offers = Offers::of(tokens);
+        if offers.any() {
             c.offers = offers;
         }
-        if let Some(k) = tokens
-            .iter()
-            .filter_map(|t| t.negotiate.as_ref()?.kerberos.as_ref())
-            .find(|k| k.error_code.is_some())
-        {
+        if let Some(k) = kerberos::krb_error(tokens) {
             c.krb_error = k.error_code.map(|code| (code, k.error_name));
         }
         for t in tokens {
@@ -1091,15 +416,30 @@ impl Correlator {
             }
         }
         let refused = matches!(status, Some(401 | 407));
-        let Some(mut req) = req else {
+        match req {
+            Some(req) => self.answered(id, req, head, tokens, status, now, out),
             // The answer to a request the kernel passed silently: a 401 still means the
             // server holds no logon on this connection any more.
-            if refused {
-                self.deauthenticate(id);
-            }
-            return;
-        };
+            None if refused => self.deauthenticate(id),
+            None => {}
+        }
+    }
+
+    /// The response to `req`: the outcome completes the request's verdict, and the
+    /// connection's logon follows.
+    #[allow(clippy::too_many_arguments)]
+    fn answered(
+        &mut self,
+        id: u64,
+        mut req: PendingReq,
+        head: &Head,
+        answer: &[Decoded],
+        status: Option<u16>,
+        now: u64,
+        out: &mut Vec<Verdict>,
+    ) {
         let outcome = Outcome::from_status(status);
+        let refused = outcome == Outcome::Failure;
         if refused
             && matches!(req.kind, ReqKind::Plain)
             && req
@@ -1124,328 +464,82 @@ impl Correlator {
             if matches!(req.kind, ReqKind::Type3) {
                 self.clients.ntlm(&v.client, v.fallback.as_ref());
             }
-            if v.class.is_violation() || self.cfg.handshakes {
-                self.count(&v);
-                out.push(v);
-            }
+            self.emit(v, out);
         }
         if matches!(req.kind, ReqKind::Kerberos) {
             self.clients.kerberos(&req.identity);
             if self.cfg.handshakes {
-                out.push(self.kerberos_handshake(id, &req, head, tokens, status, outcome, now));
+                let leg = self.conns.get(id).map(|c| c.leg(req.at_ns));
+                out.push(kerberos::handshake(
+                    &req,
+                    leg,
+                    head.persistent_auth,
+                    answer,
+                    status,
+                    now,
+                ));
             }
         }
-        let Some(c) = self.conns.get_mut(&id) else {
+        let Some(c) = self.conns.get_mut(id) else {
             return;
         };
-        let authenticated = match req.kind {
-            ReqKind::Type3 if outcome == Outcome::Success => {
-                let (user, domain) = req.user.take().unwrap_or((None, None));
-                c.auth = Some(AuthCtx {
-                    identity: req.identity.clone(),
-                    user,
-                    domain,
-                    mechanism: "ntlm",
-                    leg: c.leg(req.at_ns),
-                    kerberos: None,
-                });
-                true
+        let leg = c.leg(req.at_ns);
+        match reuse::after_response(&mut req, outcome, head.persistent_auth, leg) {
+            Some(Some(ctx)) => {
+                c.auth = Some(ctx);
+                self.authenticated(id, &req);
             }
-            ReqKind::Type3 => {
-                c.auth = None;
-                false
-            }
-            ReqKind::Kerberos
-                if outcome == Outcome::Success && head.persistent_auth == Some(true) =>
-            {
-                c.auth = Some(AuthCtx {
-                    identity: req.identity.clone(),
-                    user: None,
-                    domain: None,
-                    mechanism: "kerberos",
-                    leg: c.leg(req.at_ns),
-                    kerberos: req.kerberos.clone(),
-                });
-                true
-            }
-            _ => false,
-        };
-        if authenticated {
-            self.authenticated(id, &req);
-        } else if matches!(req.kind, ReqKind::Type3) || refused {
-            self.deauthenticate(id);
+            Some(None) => self.deauthenticate(id),
+            None if refused => self.deauthenticate(id),
+            None => {}
         }
-    }
-
-    /// A Kerberos request and its answer, for `--handshakes`.
-    #[allow(clippy::too_many_arguments)]
-    fn kerberos_handshake(
-        &self,
-        id: u64,
-        req: &PendingReq,
-        head: &Head,
-        tokens: &[Decoded],
-        status: Option<u16>,
-        outcome: Outcome,
-        now: u64,
-    ) -> Verdict {
-        let mut v = Verdict::new(Class::KerberosHandshake, now);
-        v.mechanism = "kerberos";
-        v.client = req.identity.clone();
-        v.status = status;
-        v.outcome = outcome;
-        v.persistent_auth = head.persistent_auth;
-        v.evidence = vec![Evidence::SameConnection];
-        if let Some(c) = self.conns.get(&id) {
-            v.authenticate_leg = Some(c.leg(req.at_ns));
-        }
-        let mut k = req.kerberos.clone().unwrap_or_default();
-        // The answer's KRB-ERROR, if any, says why the request failed.
-        if let Some(e) = tokens
-            .iter()
-            .filter_map(|t| t.negotiate.as_ref()?.kerberos.as_ref())
-            .find(|k| k.error_code.is_some())
-        {
-            k.error_code = e.error_code;
-            k.error_name = e.error_name;
-        }
-        v.kerberos = Some(k);
-        v
     }
 
     fn new_challenge(
         &mut self,
         conn: u64,
-        leg: LegInfo,
+        mut leg: LegInfo,
         info: &ChallengeInfo,
         t: &Decoded,
         req: Option<&PendingReq>,
         closes: bool,
     ) {
         self.stats.challenges += 1;
-        if self.challenges.len() >= self.cfg.max_challenges {
-            self.evict_challenge();
+        if self.challenges.len() >= self.cfg.max_challenges && self.challenges.evict_oldest() {
+            self.stats.evicted_challenges += 1;
         }
-        let id = self.next_challenge;
-        self.next_challenge += 1;
         if !info.names.is_empty() {
             self.server_names
                 .insert(leg.server, Arc::clone(&info.names));
         }
         let mut identity = req.map(|r| r.identity.clone()).unwrap_or_default();
         if identity.frontend.is_none() {
-            identity.frontend = self.frontend_of(std::slice::from_ref(t));
+            identity.frontend = self.frontend.client_of(std::slice::from_ref(t));
         }
-        let mut leg = leg;
         leg.server_names = Some(Arc::clone(&info.names));
-        let closing = closes || self.conns.get(&conn).is_some_and(|c| c.closing);
-        if let Some(c) = self.conns.get_mut(&conn) {
+        let closing = closes || self.conns.get(conn).is_some_and(|c| c.closing);
+        let (id, crowded) = self.challenges.insert(Challenge {
+            conn,
+            leg,
+            info: info.clone(),
+            identity,
+            proxy: t.header.is_proxy(),
+            closing,
+            answered: false,
+            expired: false,
+            fallback: req.and_then(|r| r.fallback.clone()),
+        });
+        self.stats.duplicate_challenge_timestamps += u64::from(crowded);
+        if let Some(c) = self.conns.get_mut(conn) {
             c.names = Some(Arc::clone(&info.names));
             if let Some(old) = c.challenge.replace(id)
-                && let Some(och) = self.challenges.get_mut(&old)
+                && let Some(och) = self.challenges.get_mut(old)
                 && !och.answered
             {
                 och.answered = true;
                 self.stats.challenges_superseded += 1;
             }
         }
-        if let Some(cid) = &info.id {
-            // MsvAvTimestamp is unique per real challenge; many challenges sharing one (a
-            // replayed or forged Type-2) must not make every join a long scan.
-            let same = self.by_timestamp.entry(cid.timestamp).or_default();
-            if same.len() >= MAX_SAME_TIMESTAMP {
-                same.remove(0);
-                self.stats.duplicate_challenge_timestamps += 1;
-            }
-            same.push(id);
-        }
-        self.challenges.insert(
-            id,
-            Challenge {
-                conn,
-                leg,
-                info: info.clone(),
-                identity,
-                proxy: t.header.is_proxy(),
-                closing,
-                answered: false,
-                expired: false,
-                fallback: req.and_then(|r| r.fallback.clone()),
-            },
-        );
-    }
-
-    /// Evicts the oldest challenge (ids grow with time: O(log n), not a scan).
-    fn evict_challenge(&mut self) {
-        if let Some(id) = self.challenges.keys().next().copied() {
-            self.remove_challenge(id);
-            self.stats.evicted_challenges += 1;
-        }
-    }
-
-    fn remove_challenge(&mut self, id: u64) {
-        if let Some(ch) = self.challenges.remove(&id)
-            && let Some(tsid) = ch.info.id.as_ref().map(|i| i.timestamp)
-            && let Some(v) = self.by_timestamp.get_mut(&tsid)
-        {
-            v.retain(|x| *x != id);
-            if v.is_empty() {
-                self.by_timestamp.remove(&tsid);
-            }
-        }
-    }
-
-    fn count(&mut self, v: &Verdict) {
-        if v.class.is_violation() {
-            *self.stats.alerts.entry(v.class.as_str()).or_default() += 1;
-        }
-    }
-
-    fn abandoned(&self, ch: &Challenge, now: u64) -> Verdict {
-        let mut v = Verdict::new(Class::AbandonedChallenge, now);
-        let closed = self.conns.get(&ch.conn).and_then(|c| c.closed);
-        let mut leg = ch.leg.clone();
-        if let Some(cl) = closed {
-            leg.closed = Some(cl.how);
-        } else if ch.closing {
-            leg.closed = Some("connection_close");
-        }
-        let (cause, ev) = if ch.closing || closed.is_some() {
-            (Cause::ConnectionClosed, Evidence::ConnectionClose)
-        } else {
-            (Cause::Unknown, Evidence::Timeout)
-        };
-        v.cause = Some(cause);
-        v.evidence = vec![Evidence::Timeout, ev];
-        v.evidence.dedup();
-        v.challenge_leg = Some(leg);
-        v.client = ch.identity.clone();
-        v.challenge_key = ch.info.id.as_ref().map(|i| i.key);
-        v.server_challenge = Some(ch.info.server_challenge);
-        v.outcome = Outcome::Failure;
-        v.proxy = ch.proxy;
-        v
-    }
-
-    /// Expires state older than the windows, at time `now_ns` (record clock). Yields
-    /// `abandoned_challenge` for challenges no Type-3 answered within the window, and the
-    /// verdicts still waiting for a response on connections gone idle.
-    pub fn tick(&mut self, now_ns: u64, out: &mut Vec<Verdict>) {
-        let window = self.cfg.window_ns;
-        let mut expired = Vec::new();
-        let mut drop_ids = Vec::new();
-        for (id, ch) in &self.challenges {
-            let age = now_ns.saturating_sub(ch.leg.at_ns);
-            if !ch.answered && !ch.expired && age > window {
-                expired.push(*id);
-            } else if age > window.saturating_mul(4) {
-                drop_ids.push(*id);
-            }
-        }
-        expired.sort_by_key(|id| self.challenges.get(id).map(|c| c.leg.at_ns));
-        for id in expired {
-            if let Some(ch) = self.challenges.get(&id) {
-                let v = self.abandoned(ch, now_ns);
-                self.count(&v);
-                out.push(v);
-            }
-            if let Some(ch) = self.challenges.get_mut(&id) {
-                ch.expired = true;
-                let conn = ch.conn;
-                if let Some(c) = self.conns.get_mut(&conn)
-                    && c.challenge == Some(id)
-                {
-                    c.challenge = None;
-                }
-            }
-        }
-        for id in drop_ids {
-            self.remove_challenge(id);
-        }
-        let idle = self.cfg.idle_ns;
-        let gone: Vec<u64> = self
-            .conns
-            .iter()
-            .filter(|(_, c)| {
-                let age = now_ns.saturating_sub(c.last_ns);
-                // An open connection whose requests the kernel checks may look idle here
-                // while its own client keeps using it: it stays until closed or evicted.
-                (age > idle && (c.kernel_auth.is_none() || c.closed.is_some()))
-                    || (c.closed.is_some() && age > window.saturating_mul(4))
-            })
-            .map(|(id, _)| *id)
-            .collect();
-        for id in gone {
-            if let Some(mut c) = self.conns.remove(&id) {
-                self.flush_pending(&mut c, out);
-                self.auth_updates.extend(c.end_kernel_check());
-            }
-        }
-        let live: std::collections::HashSet<u64> = self.conns.keys().copied().collect();
-        self.slots.retain(|_, s| live.contains(&s.cur));
-        self.frontend_tokens
-            .retain(|_, f| now_ns.saturating_sub(f.at_ns) <= window.saturating_mul(4));
-        self.frontend_closing
-            .retain(|_, at| now_ns.saturating_sub(*at) <= window.saturating_mul(4));
-    }
-
-    fn flush_pending(&mut self, c: &mut Conn, out: &mut Vec<Verdict>) {
-        for mut p in c.pending.drain(..) {
-            if let Some(v) = p.verdict.take()
-                && (v.class.is_violation() || self.cfg.handshakes)
-            {
-                if v.class.is_violation() {
-                    *self.stats.alerts.entry(v.class.as_str()).or_default() += 1;
-                }
-                out.push(v);
-            }
-        }
-    }
-
-    /// The end of the input (end of a capture, daemon shutdown): verdicts waiting for a
-    /// response are emitted with an unknown outcome; challenges on closed connections that no
-    /// Type-3 answered are abandoned; those on open connections are counted only.
-    pub fn finish(&mut self, out: &mut Vec<Verdict>) {
-        let now = self.last_ns;
-        let mut ids: Vec<u64> = self.conns.keys().copied().collect();
-        ids.sort_unstable();
-        for id in ids {
-            if let Some(mut c) = self.conns.remove(&id) {
-                self.flush_pending(&mut c, out);
-                self.conns.insert(id, c);
-            }
-        }
-        let mut open: Vec<u64> = self
-            .challenges
-            .iter()
-            .filter(|(_, c)| !c.answered && !c.expired)
-            .map(|(id, _)| *id)
-            .collect();
-        open.sort_unstable();
-        for id in open {
-            let Some(ch) = self.challenges.get(&id) else {
-                continue;
-            };
-            let closed = ch.closing || self.conns.get(&ch.conn).is_none_or(|c| c.closed.is_some());
-            if closed || now.saturating_sub(ch.leg.at_ns) > self.cfg.window_ns {
-                let v = self.abandoned(ch, now);
-                self.count(&v);
-                out.push(v);
-            } else {
-                self.stats.challenges_open_at_end += 1;
-            }
-            if let Some(ch) = self.challenges.get_mut(&id) {
-                ch.expired = true;
-            }
-        }
-    }
-}
-
-fn merge_identity(a: &ClientIdentity, b: &ClientIdentity) -> ClientIdentity {
-    ClientIdentity {
-        forwarded_for: a.forwarded_for.clone().or_else(|| b.forwarded_for.clone()),
-        port: a.port.or(b.port),
-        frontend: a.frontend.or(b.frontend),
     }
 }
 

@@ -3,7 +3,7 @@
 //! crafted tokens and from the real curl / pyspnego tokens.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use super::*;
+use super::{challenge::MAX_SAME_TIMESTAMP, stats::MAX_SUMMARY_CLIENTS, *};
 use crate::{
     pipeline::{self, Output, Pipeline},
     testsupport::{self as ts, Conn, SEC},
@@ -165,7 +165,10 @@ fn connection_split_and_its_causes() {
     let v = run(&mut pipeline(false), recs, true);
     assert_eq!(classes(&v), vec![Class::ConnectionSplit], "{v:#?}");
     assert_eq!(v[0].cause, Some(Cause::ConnectionClosed));
-    assert_eq!(v[0].challenge_leg.as_ref().unwrap().closed, Some("fin"));
+    assert_eq!(
+        v[0].challenge_leg.as_ref().unwrap().closed,
+        Some(Closing::Fin)
+    );
     assert_eq!(v[0].outcome, Outcome::Success);
 
     // HTTP/1.0-style `Connection: close` on the Type-1 request: connection_closed at once.
@@ -415,7 +418,7 @@ fn auth_context_reuse_ntlm_and_kerberos() {
         assert_eq!(v.len(), expect, "{v:#?}");
         if expect == 1 {
             assert_eq!(v[0].class, Class::AuthContextReuse);
-            assert_eq!(v[0].mechanism, "kerberos");
+            assert_eq!(v[0].mechanism, Mechanism::Kerberos);
         }
     }
 }
@@ -829,7 +832,7 @@ fn kerberos_logon_reuse_names_realm_and_service() {
     assert_eq!(v[0].persistent_auth, Some(true));
     assert_eq!(v[0].outcome, Outcome::Success);
     let r = &v[1];
-    assert_eq!(r.mechanism, "kerberos");
+    assert_eq!(r.mechanism, Mechanism::Kerberos);
     assert_eq!(r.user, None, "the Kerberos user is inside the ticket");
     assert_eq!(
         r.kerberos.as_ref().unwrap().realm.as_deref(),
@@ -889,10 +892,13 @@ fn krb_error_then_ntlm_is_a_fallback_with_the_code() {
     assert_eq!(k.error_code, Some(44));
     assert_eq!(v[0].outcome, Outcome::Failure);
     let f = v[1].fallback.as_ref().unwrap();
-    assert_eq!((f.reason, f.krb_error_code), ("krb_error", Some(44)));
+    assert_eq!(
+        (f.reason.as_str(), f.krb_error_code),
+        ("krb_error", Some(44))
+    );
     let sum = &p.correlator().clients.clients["10.9.0.3"];
     assert_eq!((sum.kerberos, sum.ntlm), (1, 1));
-    assert_eq!(sum.ntlm_reasons["krb_error"], 1);
+    assert_eq!(sum.ntlm_reasons[&FallbackReason::KrbError], 1);
     let report = p.correlator().clients.report(5);
     assert_eq!(report.len(), 1);
     assert!(
@@ -945,7 +951,7 @@ fn ntlm_fallback_reasons() {
         assert_eq!(classes(&v), vec![Class::Handshake], "case {i}: {v:#?}");
         let f = v[0].fallback.as_ref().unwrap();
         assert_eq!(
-            (f.reason, f.spnego, f.kerberos_offered),
+            (f.reason.as_str(), f.spnego, f.kerberos_offered),
             (reason, spnego, offered),
             "case {i}"
         );
@@ -963,7 +969,7 @@ fn ntlm_fallback_reasons() {
     let v = run(&mut pipeline(true), recs, true);
     assert_eq!(
         v[0].fallback.as_ref().map(|f| f.reason),
-        Some("server_offers_ntlm_only")
+        Some(FallbackReason::ServerOffersNtlmOnly)
     );
 }
 

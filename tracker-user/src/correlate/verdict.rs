@@ -9,6 +9,8 @@ use tracker_ntlm::hash::ChallengeKey;
 
 use crate::decode::{KerberosInfo, ServerNames};
 
+/// What a verdict is. Each class owns its name, severity and dataset here; adding one is a
+/// variant, the module that decides it, and a test (docs/design.md, "Adding a class").
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, PartialOrd, Ord)]
 #[serde(rename_all = "snake_case")]
 pub enum Class {
@@ -18,12 +20,14 @@ pub enum Class {
     AbandonedChallenge,
     AuthContextReuse,
     /// Not a violation: a handshake completed on one connection (emitted with `--handshakes`).
+    #[serde(rename = "ntlm_handshake")]
     Handshake,
     /// Not a violation: a Kerberos request and its answer (emitted with `--handshakes`).
     KerberosHandshake,
 }
 
 impl Class {
+    /// The violations, in the order summaries list them.
     pub const VIOLATIONS: [Class; 5] = [
         Class::ServerSplit,
         Class::ConnectionSplit,
@@ -32,6 +36,7 @@ impl Class {
         Class::AuthContextReuse,
     ];
 
+    /// The event's `event.action`.
     pub fn as_str(self) -> &'static str {
         match self {
             Class::ServerSplit => "server_split",
@@ -47,6 +52,68 @@ impl Class {
     pub fn is_violation(self) -> bool {
         !matches!(self, Class::Handshake | Class::KerberosHandshake)
     }
+
+    /// ECS `event.severity`: serving one user's requests as another is worst; a split breaks
+    /// a logon; an orphan may be a split whose challenge was not seen; an abandoned challenge
+    /// is often a client that gave up.
+    pub fn severity(self) -> u8 {
+        match self {
+            Class::AuthContextReuse => 9,
+            Class::ServerSplit | Class::ConnectionSplit => 6,
+            Class::OrphanType3 => 5,
+            Class::AbandonedChallenge => 3,
+            Class::Handshake | Class::KerberosHandshake => 0,
+        }
+    }
+
+    /// ECS `event.dataset`.
+    pub fn dataset(self) -> &'static str {
+        if self.is_violation() {
+            "ntlm_affinity.alert"
+        } else {
+            "ntlm_affinity.handshake"
+        }
+    }
+
+    /// Whether the verdict is about a Type-3's outcome (`ntlm.success`): not for a challenge
+    /// nobody answered, nor for a request on an authenticated connection.
+    pub fn has_logon_outcome(self) -> bool {
+        !matches!(self, Class::AbandonedChallenge | Class::AuthContextReuse)
+    }
+
+    /// Whether the verdict is about a request served on an already authenticated connection:
+    /// its legs are the logon's (`challenge_leg`, with `authenticated_at`) and the request's
+    /// (`request_leg`).
+    pub fn is_context_reuse(self) -> bool {
+        self == Class::AuthContextReuse
+    }
+}
+
+impl std::fmt::Display for Class {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The authentication a verdict is about (`ntlm_affinity.auth_scheme`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Mechanism {
+    #[default]
+    Ntlm,
+    Kerberos,
+}
+
+/// How a connection ended before a verdict (`…_leg.closed`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Closing {
+    Fin,
+    Rst,
+    /// The HTTP said the connection ends after the message (`Connection: close`, HTTP/1.0).
+    ConnectionClose,
+    /// A new connection on the same 5-tuple replaced it.
+    Reused,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -144,6 +211,18 @@ impl ClientIdentity {
         any
     }
 
+    /// This identity, with what `other` knows and this does not.
+    pub fn merged(&self, other: &ClientIdentity) -> ClientIdentity {
+        ClientIdentity {
+            forwarded_for: self
+                .forwarded_for
+                .clone()
+                .or_else(|| other.forwarded_for.clone()),
+            port: self.port.or(other.port),
+            frontend: self.frontend.or(other.frontend),
+        }
+    }
+
     /// Whether a request from `other` is another (or an unidentified) client: some field known
     /// here is absent or different there.
     pub fn differs(&self, other: &ClientIdentity) -> bool {
@@ -161,9 +240,8 @@ pub struct LegInfo {
     pub generation: u64,
     /// When this leg's message was seen (record timestamp).
     pub at_ns: u64,
-    /// How the connection ended before the verdict, if it did: `fin`, `rst`,
-    /// `connection_close` (header / HTTP/1.0).
-    pub closed: Option<&'static str>,
+    /// How the connection ended before the verdict, if it did.
+    pub closed: Option<Closing>,
     pub server_names: Option<Arc<ServerNames>>,
 }
 
@@ -199,8 +277,8 @@ pub struct Verdict {
     /// Proxy authentication (407, Proxy-Authorization).
     pub proxy: bool,
     pub header: Option<&'static str>,
-    /// `ntlm` or `kerberos` (auth_context_reuse of a persisted Kerberos logon).
-    pub mechanism: &'static str,
+    /// Kerberos for a `kerberos_handshake` and the reuse of a persisted Kerberos logon.
+    pub mechanism: Mechanism,
     pub ntlmv2: Option<bool>,
     pub channel_bindings: bool,
     /// Kerberos cleartext: of the request (kerberos_handshake) or of the logon a reused
@@ -219,16 +297,52 @@ pub struct Fallback {
     pub spnego: bool,
     /// Kerberos was among the client's SPNEGO mechTypes.
     pub kerberos_offered: bool,
-    /// `krb_error` (the server answered a Kerberos request with a KRB-ERROR),
-    /// `no_kerberos_ticket` (Kerberos offered first, yet the token is NTLM: the client had
-    /// no ticket for the service), `ntlm_preferred` (NTLM listed before Kerberos),
-    /// `kerberos_not_offered` (SPNEGO without Kerberos), `server_offers_ntlm_only`
-    /// (the 401 offered NTLM and no Negotiate), `ntlm_direct` (raw NTLM, no SPNEGO).
-    pub reason: &'static str,
+    pub reason: FallbackReason,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub krb_error_code: Option<i32>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub krb_error_name: Option<&'static str>,
+}
+
+/// Why NTLM and not Kerberos, first that applies (declared in alphabetical order: summaries
+/// list the reasons in this order).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FallbackReason {
+    /// SPNEGO without Kerberos among the mechTypes.
+    KerberosNotOffered,
+    /// The server answered a Kerberos request on this connection with a KRB-ERROR.
+    KrbError,
+    /// Kerberos offered first, yet the token is NTLM: the client had no ticket for the service.
+    NoKerberosTicket,
+    /// Raw NTLM, no SPNEGO.
+    NtlmDirect,
+    /// NTLM listed before Kerberos.
+    NtlmPreferred,
+    /// The 401 offered NTLM and no Negotiate.
+    ServerOffersNtlmOnly,
+    /// A handshake whose Type-1 was not seen (summaries only).
+    Unknown,
+}
+
+impl FallbackReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FallbackReason::KerberosNotOffered => "kerberos_not_offered",
+            FallbackReason::KrbError => "krb_error",
+            FallbackReason::NoKerberosTicket => "no_kerberos_ticket",
+            FallbackReason::NtlmDirect => "ntlm_direct",
+            FallbackReason::NtlmPreferred => "ntlm_preferred",
+            FallbackReason::ServerOffersNtlmOnly => "server_offers_ntlm_only",
+            FallbackReason::Unknown => "unknown",
+        }
+    }
+}
+
+impl std::fmt::Display for FallbackReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 impl Verdict {
@@ -252,12 +366,75 @@ impl Verdict {
             outcome: Outcome::Unknown,
             proxy: false,
             header: None,
-            mechanism: "ntlm",
+            mechanism: Mechanism::Ntlm,
             ntlmv2: None,
             channel_bindings: false,
             kerberos: None,
             persistent_auth: None,
             fallback: None,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    /// The JSON names the events have always used: serde, `as_str` and `Display` agree.
+    #[test]
+    fn enum_names_are_the_event_names() {
+        let classes = [
+            (Class::ServerSplit, "server_split"),
+            (Class::ConnectionSplit, "connection_split"),
+            (Class::OrphanType3, "orphan_type3"),
+            (Class::AbandonedChallenge, "abandoned_challenge"),
+            (Class::AuthContextReuse, "auth_context_reuse"),
+            (Class::Handshake, "ntlm_handshake"),
+            (Class::KerberosHandshake, "kerberos_handshake"),
+        ];
+        for (c, name) in classes {
+            assert_eq!(serde_json::to_value(c).unwrap(), name);
+            assert_eq!(c.as_str(), name);
+            assert_eq!(c.to_string(), name);
+            assert_eq!(c.dataset().ends_with(".alert"), c.is_violation());
+        }
+        let violations: Vec<Class> = classes
+            .iter()
+            .map(|c| c.0)
+            .filter(|c| c.is_violation())
+            .collect();
+        assert_eq!(violations, Class::VIOLATIONS);
+        for r in [
+            FallbackReason::KerberosNotOffered,
+            FallbackReason::KrbError,
+            FallbackReason::NoKerberosTicket,
+            FallbackReason::NtlmDirect,
+            FallbackReason::NtlmPreferred,
+            FallbackReason::ServerOffersNtlmOnly,
+            FallbackReason::Unknown,
+        ]
+        .windows(2)
+        {
+            assert!(
+                r[0].as_str() < r[1].as_str(),
+                "FallbackReason order is alphabetical"
+            );
+            assert!(r[0] < r[1]);
+            assert_eq!(serde_json::to_value(r[0]).unwrap(), r[0].as_str());
+        }
+        for (c, name) in [
+            (Closing::Fin, "fin"),
+            (Closing::Rst, "rst"),
+            (Closing::ConnectionClose, "connection_close"),
+            (Closing::Reused, "reused"),
+        ] {
+            assert_eq!(serde_json::to_value(c).unwrap(), name);
+        }
+        assert_eq!(
+            serde_json::to_value(Mechanism::Kerberos).unwrap(),
+            "kerberos"
+        );
+        assert_eq!(serde_json::to_value(Mechanism::Ntlm).unwrap(), "ntlm");
     }
 }

@@ -1,0 +1,183 @@
+//! What the correlator counts: its own work and losses ([`Stats`], in `tracker_stats`) and
+//! which schemes each client used, and why NTLM ([`ClientSchemes`], replay's summary).
+
+use std::collections::BTreeMap;
+
+use super::verdict::{Class, ClientIdentity, Fallback, FallbackReason, Verdict};
+
+#[derive(Clone, Debug, Default, serde::Serialize)]
+pub struct Stats {
+    /// Challenges whose MsvAvTimestamp was shared by more than
+    /// [`super::challenge::MAX_SAME_TIMESTAMP`] others (replayed or forged Type-2s): the oldest
+    /// left the timestamp index.
+    pub duplicate_challenge_timestamps: u64,
+    pub heads: u64,
+    pub closes: u64,
+    pub connections: u64,
+    pub challenges: u64,
+    pub authenticates: u64,
+    pub handshakes_ok: u64,
+    pub handshakes_failed: u64,
+    pub kerberos: u64,
+    /// Violations emitted, by class.
+    pub alerts: BTreeMap<Class, u64>,
+    /// A new Type-1 on a connection whose Type-2 was never answered (a restart, not reported).
+    pub challenges_superseded: u64,
+    /// Unanswered challenges on open connections when the capture or the daemon ended.
+    pub challenges_open_at_end: u64,
+    pub responses_unmatched: u64,
+    /// Requests on an authenticated connection whose client cannot be told apart (no XFF).
+    pub reuse_unverifiable: u64,
+    /// Another client's request on an authenticated connection answered 401/407: the
+    /// server did not serve it as the logged-on user, so no alert.
+    pub reuse_refused: u64,
+    pub evicted_connections: u64,
+    pub evicted_challenges: u64,
+}
+
+impl Stats {
+    /// Counts a verdict that is emitted (the one place alerts are counted).
+    pub(super) fn emitted(&mut self, v: &Verdict) {
+        if v.class.is_violation() {
+            *self.alerts.entry(v.class).or_default() += 1;
+        }
+    }
+
+    /// Violations of `class` emitted so far.
+    pub fn alerts_of(&self, class: Class) -> u64 {
+        self.alerts.get(&class).copied().unwrap_or(0)
+    }
+}
+
+/// Clients at most in [`ClientSchemes`]; later ones are counted together.
+pub(super) const MAX_SUMMARY_CLIENTS: usize = 10_000;
+
+/// Which schemes each client authenticated with through the balancer, and why NTLM.
+#[derive(Clone, Debug, Default, serde::Serialize)]
+pub struct ClientSchemes {
+    pub clients: BTreeMap<String, SchemeCounts>,
+    /// Clients beyond the bound, all counted under `other_clients`.
+    pub other_clients: SchemeCounts,
+}
+
+#[derive(Clone, Debug, Default, serde::Serialize)]
+pub struct SchemeCounts {
+    pub kerberos: u64,
+    pub ntlm: u64,
+    /// NTLM handshakes by fallback reason.
+    pub ntlm_reasons: BTreeMap<FallbackReason, u64>,
+}
+
+impl ClientSchemes {
+    fn entry(&mut self, client: &ClientIdentity) -> &mut SchemeCounts {
+        let label = client
+            .forwarded_for
+            .clone()
+            .or_else(|| client.frontend.map(|f| f.ip().to_string()))
+            .unwrap_or_else(|| "unidentified".to_string());
+        if !self.clients.contains_key(&label) && self.clients.len() >= MAX_SUMMARY_CLIENTS {
+            return &mut self.other_clients;
+        }
+        self.clients.entry(label).or_default()
+    }
+
+    pub(super) fn kerberos(&mut self, client: &ClientIdentity) {
+        self.entry(client).kerberos += 1;
+    }
+
+    pub(super) fn ntlm(&mut self, client: &ClientIdentity, fallback: Option<&Fallback>) {
+        let e = self.entry(client);
+        e.ntlm += 1;
+        *e.ntlm_reasons
+            .entry(fallback.map_or(FallbackReason::Unknown, |f| f.reason))
+            .or_default() += 1;
+    }
+
+    /// One line per client, those with the most NTLM first (who still falls back, and why),
+    /// at most `limit` lines plus one for the rest.
+    pub fn report(&self, limit: usize) -> Vec<String> {
+        let mut rows: Vec<(&str, &SchemeCounts)> =
+            self.clients.iter().map(|(k, v)| (k.as_str(), v)).collect();
+        if self.other_clients.kerberos + self.other_clients.ntlm > 0 {
+            rows.push(("(clients beyond the summary bound)", &self.other_clients));
+        }
+        rows.sort_by(|a, b| {
+            b.1.ntlm
+                .cmp(&a.1.ntlm)
+                .then(b.1.kerberos.cmp(&a.1.kerberos))
+        });
+        let mut out: Vec<String> = rows
+            .iter()
+            .take(limit)
+            .map(|(client, c)| {
+                let why = c
+                    .ntlm_reasons
+                    .iter()
+                    .map(|(r, n)| format!("{r} {n}"))
+                    .collect::<Vec<_>>()
+                    .join(", ");
+                if why.is_empty() {
+                    format!("{client:<24} kerberos {:<6} ntlm {}", c.kerberos, c.ntlm)
+                } else {
+                    format!(
+                        "{client:<24} kerberos {:<6} ntlm {} ({why})",
+                        c.kerberos, c.ntlm
+                    )
+                }
+            })
+            .collect();
+        if rows.len() > limit {
+            out.push(format!("… and {} more clients", rows.len() - limit));
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    fn client(xff: &str) -> ClientIdentity {
+        ClientIdentity {
+            forwarded_for: Some(xff.into()),
+            ..ClientIdentity::default()
+        }
+    }
+
+    #[test]
+    fn alerts_count_violations_by_class_only() {
+        let mut s = Stats::default();
+        s.emitted(&Verdict::new(Class::ServerSplit, 1));
+        s.emitted(&Verdict::new(Class::ServerSplit, 2));
+        s.emitted(&Verdict::new(Class::Handshake, 3));
+        assert_eq!(s.alerts_of(Class::ServerSplit), 2);
+        assert_eq!(s.alerts_of(Class::Handshake), 0);
+        assert_eq!(
+            serde_json::to_value(&s.alerts).unwrap(),
+            serde_json::json!({ "server_split": 2 })
+        );
+    }
+
+    #[test]
+    fn report_lists_ntlm_heavy_clients_first_with_reasons() {
+        let mut c = ClientSchemes::default();
+        c.kerberos(&client("198.18.0.1"));
+        let f = Fallback {
+            spnego: false,
+            kerberos_offered: false,
+            reason: FallbackReason::NtlmDirect,
+            krb_error_code: None,
+            krb_error_name: None,
+        };
+        c.ntlm(&client("198.18.0.2"), Some(&f));
+        c.ntlm(&client("198.18.0.2"), None);
+        let r = c.report(1);
+        assert_eq!(r.len(), 2);
+        assert!(
+            r[0].starts_with("198.18.0.2") && r[0].ends_with("(ntlm_direct 1, unknown 1)"),
+            "{r:?}"
+        );
+        assert_eq!(r[1], "… and 1 more clients");
+    }
+}
