@@ -426,7 +426,9 @@ impl Correlator {
     }
 
     /// The response to `req`: the outcome completes the request's verdict, and the
-    /// connection's logon follows.
+    /// connection's logon follows. One function because the order matters for one response:
+    /// a refused reuse is dropped before counting, the verdict is emitted before the logon
+    /// changes, and the kernel hears of the new logon last.
     #[allow(clippy::too_many_arguments)]
     fn answered(
         &mut self,
