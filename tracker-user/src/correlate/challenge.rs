@@ -4,7 +4,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use super::verdict::{ClientIdentity, Fallback, LegInfo};
+use super::verdict::{ClientIdentity, Closing, Fallback, LegInfo};
 use crate::decode::{ChallengeId, ChallengeInfo};
 
 /// Challenges indexed under one MsvAvTimestamp at most.
@@ -35,6 +35,18 @@ impl Challenge {
             .as_ref()
             .is_some_and(|i| i.timestamp == id.timestamp)
             && self.info.names == id.names
+    }
+
+    /// Its leg as it stood given how its connection ended (`closed`, if before the verdict):
+    /// else `connection_close` when the request that drew it announced the end.
+    pub fn leg_closed_by(&self, closed: Option<Closing>) -> LegInfo {
+        let mut leg = self.leg.clone();
+        if closed.is_some() {
+            leg.closed = closed;
+        } else if self.closing {
+            leg.closed = Some(Closing::ConnectionClose);
+        }
+        leg
     }
 
     pub fn is_open(&self) -> bool {

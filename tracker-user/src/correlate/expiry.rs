@@ -6,7 +6,7 @@ use super::{
     Correlator, cause,
     challenge::Challenge,
     conn::Conn,
-    verdict::{Class, Closing, Evidence, Outcome, Verdict},
+    verdict::{Class, Evidence, Outcome, Verdict},
 };
 
 impl Correlator {
@@ -65,8 +65,7 @@ impl Correlator {
         ch.expired = true;
         let conn = ch.conn;
         let v = abandoned(ch, self.conns.get(conn), now_ns);
-        self.stats.emitted(&v);
-        out.push(v);
+        self.emit(v, out);
         if let Some(c) = self.conns.get_mut(conn)
             && c.challenge == Some(id)
         {
@@ -110,8 +109,7 @@ impl Correlator {
             let closed = ch.closing || conn.is_none_or(|c| c.closed.is_some());
             if closed || now.saturating_sub(ch.leg.at_ns) > self.cfg.window_ns {
                 let v = abandoned(ch, conn, now);
-                self.stats.emitted(&v);
-                out.push(v);
+                self.emit(v, out);
             } else {
                 self.stats.challenges_open_at_end += 1;
             }
@@ -123,12 +121,7 @@ impl Correlator {
 fn abandoned(ch: &Challenge, conn: Option<&Conn>, now: u64) -> Verdict {
     let mut v = Verdict::new(Class::AbandonedChallenge, now);
     let closed = conn.and_then(|c| c.closed);
-    let mut leg = ch.leg.clone();
-    if let Some(cl) = closed {
-        leg.closed = Some(cl.how);
-    } else if ch.closing {
-        leg.closed = Some(Closing::ConnectionClose);
-    }
+    let leg = ch.leg_closed_by(closed.map(|c| c.how));
     let (cause, ev) = cause::abandoned(ch.closing, closed.is_some());
     v.cause = Some(cause);
     v.evidence = vec![Evidence::Timeout, ev];

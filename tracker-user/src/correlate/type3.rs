@@ -155,12 +155,7 @@ impl Correlator {
             .get(ch.conn)
             .and_then(|c| c.closed)
             .filter(|c| c.at_ns <= v.ts_ns);
-        let mut ch_leg = ch.leg.clone();
-        if let Some(cl) = closed {
-            ch_leg.closed = Some(cl.how);
-        } else if ch.closing {
-            ch_leg.closed = Some(super::verdict::Closing::ConnectionClose);
-        }
+        let ch_leg = ch.leg_closed_by(closed.map(|c| c.how));
         let same_conn = ch.conn == id;
         v.class = classify(same_conn, &ch.leg, &auth_leg);
         if same_conn {
