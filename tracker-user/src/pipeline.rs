@@ -117,7 +117,7 @@ impl Pipeline {
         self.reasm.push(rec, &mut pieces);
         for p in pieces.drain(..) {
             match p {
-                Piece::Close(h) => self.corr.on_close(&h),
+                Piece::Close(h) => self.corr.on_close(&h, &mut self.verdicts),
                 Piece::Head { rec, head } => self.head(rec, head, out),
             }
         }

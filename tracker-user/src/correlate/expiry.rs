@@ -74,7 +74,7 @@ impl Correlator {
     }
 
     /// Emits the verdicts still waiting for a response on `c`.
-    fn flush_pending(&mut self, c: &mut Conn, out: &mut Vec<Verdict>) {
+    pub(super) fn flush_pending(&mut self, c: &mut Conn, out: &mut Vec<Verdict>) {
         for mut p in c.pending.drain(..) {
             if let Some(v) = p.verdict.take() {
                 self.emit(v, out);

@@ -156,13 +156,20 @@ impl Correlator {
 
     /// The connection of a record, created (or renewed on a new generation) as needed.
     /// Returns its id and the direction (0: client→server).
-    fn conn_for(&mut self, h: &RecordHeader, request: Option<bool>) -> (u64, usize) {
+    fn conn_for(
+        &mut self,
+        h: &RecordHeader,
+        request: Option<bool>,
+        out: &mut Vec<Verdict>,
+    ) -> (u64, usize) {
         if let Some(found) = self.conns.find(h) {
             return found;
         }
         if self.conns.len() >= self.cfg.max_conns
             && let Some(mut c) = self.conns.evict_oldest()
         {
+            // Verdicts still waiting for a response go out now, never with the connection.
+            self.flush_pending(&mut c, out);
             self.auth_updates.extend(c.end_kernel_check());
             self.stats.evicted_connections += 1;
         }
@@ -173,10 +180,10 @@ impl Correlator {
     }
 
     /// A FIN or RST on a flow that carried NTLM.
-    pub fn on_close(&mut self, h: &RecordHeader) {
+    pub fn on_close(&mut self, h: &RecordHeader, out: &mut Vec<Verdict>) {
         self.stats.closes += 1;
         self.last_ns = self.last_ns.max(h.timestamp_ns);
-        let (id, _) = self.conn_for(h, None);
+        let (id, _) = self.conn_for(h, None, out);
         if let Some(c) = self.conns.get_mut(id) {
             c.last_ns = h.timestamp_ns;
             self.auth_updates.extend(c.end_kernel_check());
@@ -204,7 +211,7 @@ impl Correlator {
         } else {
             None
         };
-        let (id, d) = self.conn_for(h, request);
+        let (id, d) = self.conn_for(h, request, out);
         let Some(c) = self.conns.get_mut(id) else {
             return;
         };
@@ -244,12 +251,13 @@ impl Correlator {
         let Some(c) = self.conns.get_mut(id) else {
             return;
         };
-        if c.pending.len() >= MAX_PENDING
-            && let Some(mut old) = c.pending.pop_front()
-            && let Some(v) = old.verdict.take()
-        {
-            out.push(v);
-        }
+        // A peer that never answers: the oldest request's verdict goes out without an outcome
+        // (through `emit`, so it is counted and `--handshakes` filters it like any other).
+        let overflow = if c.pending.len() >= MAX_PENDING {
+            c.pending.pop_front().and_then(|mut old| old.verdict.take())
+        } else {
+            None
+        };
         c.pending.push_back(PendingReq {
             kind: auth.kind,
             key: h.key,
@@ -262,6 +270,9 @@ impl Correlator {
             fallback: auth.fallback,
             kerberos: auth.kerberos,
         });
+        if let Some(v) = overflow {
+            self.emit(v, out);
+        }
     }
 
     /// What a request's tokens do: a Type-1 restarts the handshake, a Type-3 is resolved

@@ -3,7 +3,7 @@
 //! crafted tokens and from the real curl / pyspnego tokens.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use super::{challenge::MAX_SAME_TIMESTAMP, stats::MAX_SUMMARY_CLIENTS, *};
+use super::{challenge::MAX_SAME_TIMESTAMP, conn::MAX_PENDING, stats::MAX_SUMMARY_CLIENTS, *};
 use crate::{
     pipeline::{self, Output, Pipeline},
     testsupport::{self as ts, Conn, SEC},
@@ -1102,4 +1102,62 @@ fn a_kernel_checked_connection_is_not_forgotten_as_idle() {
     recs.push(a.resp(601 * SEC + 1, 200, ""));
     let v = run(&mut p, recs, true);
     assert_eq!(classes(&v), vec![Class::AuthContextReuse], "{v:#?}");
+}
+
+/// A verdict waiting for its response leaves through `emit` however its request ends: pushed
+/// out by too many unanswered requests, or with its connection evicted for a new one.
+#[test]
+fn pending_verdicts_are_emitted_once_and_filtered_like_all_others() {
+    let split = |p: &mut Pipeline, a: &mut Conn, b: &mut Conn| {
+        let mut recs = challenge_on(a, SEC, "web1", 901, "");
+        recs.push(b.req(SEC + 10, &auth(&ts::type3("alice", "web1", 901))));
+        run(p, recs, false)
+    };
+
+    // The server never answers the Type-3: after MAX_PENDING more requests it goes out.
+    let mut p = pipeline(false);
+    let mut a = Conn::new(&lb(41000), WEB1, 100);
+    let mut b = Conn::new(&lb(41001), WEB2, 200);
+    assert!(split(&mut p, &mut a, &mut b).is_empty());
+    let more: Vec<_> = (0..MAX_PENDING as u64)
+        .map(|i| b.req(SEC + 20 + i, ""))
+        .collect();
+    let v = run(&mut p, more, false);
+    assert_eq!(classes(&v), vec![Class::ServerSplit], "{v:#?}");
+    assert_eq!(v[0].outcome, Outcome::Unknown);
+    assert_eq!(p.correlator().stats.alerts_of(Class::ServerSplit), 1);
+    assert!(run(&mut p, vec![], true).is_empty(), "emitted twice");
+
+    // A healthy handshake pushed out the same way is not an alert: without --handshakes
+    // nothing is written.
+    let mut p = pipeline(false);
+    let mut a = Conn::new(&lb(41002), WEB1, 300);
+    let mut recs = challenge_on(&mut a, SEC, "web1", 902, "");
+    recs.push(a.req(SEC + 10, &auth(&ts::type3("alice", "web1", 902))));
+    recs.extend((0..MAX_PENDING as u64).map(|i| a.req(SEC + 20 + i, "")));
+    assert!(run(&mut p, recs, true).is_empty());
+
+    // Connection table full: the evicted connection's waiting verdict is emitted, not lost.
+    let mut p = Pipeline::new(pipeline::Config {
+        correlate: Config {
+            backends: vec!["198.18.1.0/24:80".parse().unwrap()],
+            max_conns: 2,
+            ..Config::default()
+        },
+        site_key: Some(b"test-site".to_vec()),
+        ..pipeline::Config::default()
+    });
+    let mut a = Conn::new(&lb(41003), WEB1, 400);
+    let mut b = Conn::new(&lb(41004), WEB2, 500);
+    assert!(split(&mut p, &mut a, &mut b).is_empty());
+    let mut c = Conn::new(&lb(41005), WEB1, 600);
+    let mut d = Conn::new(&lb(41006), WEB1, 700);
+    let v = run(
+        &mut p,
+        vec![c.req(SEC + 30, ""), d.req(SEC + 31, "")],
+        false,
+    );
+    assert_eq!(classes(&v), vec![Class::ServerSplit], "{v:#?}");
+    assert_eq!(p.correlator().stats.evicted_connections, 2);
+    assert_eq!(p.correlator().stats.alerts_of(Class::ServerSplit), 1);
 }
