@@ -816,6 +816,12 @@ impl Lab {
 
         let st = self.state_dir();
         let kdir = st.join("kdc");
+        // A kept state dir (NTA_LAB_KEEP_STATE) still holds the last run's
+        // database, and `kdb5_util create` refuses to overwrite it: every lab
+        // gets a fresh realm.
+        if kdir.exists() {
+            fs::remove_dir_all(&kdir).with_context(|| format!("remove {}", kdir.display()))?;
+        }
         fs::create_dir_all(&kdir)?;
         fs::create_dir_all(&k.ccache_dir)?;
         fs::write(&k.krb5_conf, config::krb5_conf())?;
