@@ -77,6 +77,8 @@ pub fn xdp_attached(iface: &str) -> Option<bool> {
     Some(text.contains("prog/xdp") || text.contains(" xdp") || text.contains("xdpgeneric"))
 }
 
+/// Every finding `check` prints, in the order printed. One flat list on purpose: each entry is
+/// a probe and its advice side by side, and the list reads like the output it makes.
 pub fn run(interfaces: &[String]) -> Vec<Finding> {
     let mut f = Vec::new();
     let kv = KernelVersion::current().ok();

@@ -260,6 +260,41 @@ pub struct Decoded {
 }
 
 impl Decoded {
+    /// A header line whose value did not parse: still reported, as the scheme it names.
+    fn unparseable(header: HeaderName, value: &str, why: &'static str) -> Self {
+        let ntlm = value
+            .get(..4)
+            .is_some_and(|s| s.eq_ignore_ascii_case("ntlm"));
+        Decoded {
+            header,
+            scheme: if ntlm {
+                Scheme::Ntlm
+            } else {
+                Scheme::Negotiate
+            },
+            auth: Auth::Undecodable(why),
+            hash: None,
+            token_len: 0,
+            mechanism: "unknown",
+            prefix: tracker_ntlm::TokenKind::Unknown,
+            negotiate: None,
+        }
+    }
+
+    /// A bare `NTLM` / `Negotiate`: the server offering the scheme.
+    fn offer(t: &tracker_ntlm::AuthToken) -> Self {
+        Decoded {
+            header: t.header,
+            scheme: t.scheme,
+            auth: Auth::Offer,
+            hash: None,
+            token_len: 0,
+            mechanism: "none",
+            prefix: t.kind,
+            negotiate: None,
+        }
+    }
+
     /// `negotiate` / `challenge` / `authenticate`: from the decoded message, else from the
     /// base64 prefix (an undecodable `TlRMTVNTUAAD…` is still a Type-3 attempt).
     pub fn message_type(&self) -> Option<&'static str> {
@@ -303,38 +338,13 @@ impl Decoder {
             Ok(t) => t,
             Err(e) => {
                 self.undecodable += 1;
-                out.push(Decoded {
-                    header: name,
-                    scheme: if value
-                        .get(..4)
-                        .is_some_and(|s| s.eq_ignore_ascii_case("ntlm"))
-                    {
-                        Scheme::Ntlm
-                    } else {
-                        Scheme::Negotiate
-                    },
-                    auth: Auth::Undecodable(e.kind()),
-                    hash: None,
-                    token_len: 0,
-                    mechanism: "unknown",
-                    prefix: tracker_ntlm::TokenKind::Unknown,
-                    negotiate: None,
-                });
+                out.push(Decoded::unparseable(name, value, e.kind()));
                 return;
             }
         };
         for t in tokens {
             let Some(secret) = t.token.as_ref() else {
-                out.push(Decoded {
-                    header: t.header,
-                    scheme: t.scheme,
-                    auth: Auth::Offer,
-                    hash: None,
-                    token_len: 0,
-                    mechanism: "none",
-                    prefix: t.kind,
-                    negotiate: None,
-                });
+                out.push(Decoded::offer(&t));
                 continue;
             };
             let bytes = secret.expose_secret();

@@ -98,40 +98,7 @@ impl Context {
         na.insert("flow".into(), json!(format!("{src}->{dst}")));
         na.insert("generation".into(), json!(h.generation));
         na.insert("tcp_seq".into(), json!(h.seq));
-        match &t.auth {
-            Auth::Offer => {
-                ntlm.insert("offer".into(), json!(true));
-            }
-            Auth::Negotiate {
-                domain,
-                workstation,
-            } => {
-                ins_opt(&mut ntlm, "domain", domain);
-                ins_opt(&mut ntlm, "hostname", workstation);
-            }
-            Auth::Challenge(c) => {
-                ntlm.insert("server_challenge".into(), json!(hex(&c.server_challenge)));
-                ins_opt(&mut ntlm, "target_name", &c.target_name);
-                names(&mut ntlm, Some(&c.names));
-                if let Some(id) = &c.id {
-                    na.insert("challenge_key".into(), json!(id.key.to_string()));
-                }
-            }
-            Auth::Authenticate(a) => {
-                ins_opt(&mut ntlm, "username", &a.user);
-                ins_opt(&mut ntlm, "domain", &a.domain);
-                ins_opt(&mut ntlm, "hostname", &a.workstation);
-                ntlm.insert("ntlmv2".into(), json!(a.ntlmv2));
-                names(&mut ntlm, a.names.as_deref());
-                if let Some(id) = &a.id {
-                    na.insert("challenge_key".into(), json!(id.key.to_string()));
-                }
-            }
-            Auth::Undecodable(why) => {
-                ntlm.insert("error".into(), json!(why));
-            }
-            Auth::Kerberos | Auth::Spnego => {}
-        }
+        message_auth(&t.auth, &mut ntlm, &mut na);
         let mut v = json!({
             "@timestamp": self.timestamp(h.timestamp_ns),
             "event": { "kind": "event", "category": ["network", "authentication"], "action": if matches!(t.auth, Auth::Undecodable(_)) { "undecodable_token" } else { "ntlm_message" }, "dataset": "ntlm_affinity.message" },
@@ -160,12 +127,9 @@ impl Context {
     }
 
     /// One NDJSON object for a verdict: an alert (`event.kind: alert`) or a healthy handshake
-    /// (`event.kind: event`).
+    /// (`event.kind: event`). ECS fields first, then Zeek's `ntlm.*` names, then ours.
     pub fn verdict(&self, v: &Verdict) -> Value {
         let alert = v.class.is_violation();
-        // The leg the alert is about: the Type-3's (or the reused request's); the challenge's
-        // for an abandoned challenge.
-        let leg = v.authenticate_leg.as_ref().or(v.challenge_leg.as_ref());
         let mut out = json!({
             "@timestamp": self.timestamp(v.ts_ns),
             "event": {
@@ -179,7 +143,9 @@ impl Context {
             },
             "observer": { "hostname": self.observer },
         });
-        if let Some(leg) = leg {
+        // The leg the alert is about: the Type-3's (or the reused request's); the challenge's
+        // for an abandoned challenge.
+        if let Some(leg) = v.authenticate_leg.as_ref().or(v.challenge_leg.as_ref()) {
             out["source"] = json!({ "ip": leg.client.ip().to_string(), "port": leg.client.port() });
             out["destination"] =
                 json!({ "ip": leg.server.ip().to_string(), "port": leg.server.port() });
@@ -189,18 +155,8 @@ impl Context {
                 "community_id": community_id(leg.client, leg.server),
             });
         }
-        let mut client = Map::new();
-        if let Some(ip) = &v.client.forwarded_for {
-            client.insert("ip".into(), json!(ip));
-        }
-        if let Some(f) = v.client.frontend {
-            client.entry("ip").or_insert(json!(f.ip().to_string()));
-            client.insert("port".into(), json!(f.port()));
-        } else if let Some(p) = v.client.port {
-            client.insert("port".into(), json!(p));
-        }
-        if !client.is_empty() {
-            out["client"] = Value::Object(client);
+        if let Some(client) = verdict_client(v) {
+            out["client"] = client;
         }
         if let Some(http) = http_fields(&None, v.status) {
             out["http"] = http;
@@ -220,41 +176,22 @@ impl Context {
             ins_opt(&mut user, "domain", &v.domain);
             out["user"] = Value::Object(user);
         }
-        // Zeek ntlm.log names.
-        let mut ntlm = Map::new();
-        ins_opt(&mut ntlm, "username", &v.user);
-        ins_opt(&mut ntlm, "domain", &v.domain);
-        ins_opt(&mut ntlm, "hostname", &v.workstation);
-        let challenge_names = v
-            .challenge_leg
-            .as_ref()
-            .and_then(|l| l.server_names.as_deref());
-        names(&mut ntlm, challenge_names);
-        if v.class.has_logon_outcome() {
-            ntlm.insert(
-                "success".into(),
-                match v.outcome {
-                    crate::correlate::Outcome::Success => json!(true),
-                    crate::correlate::Outcome::Failure => json!(false),
-                    crate::correlate::Outcome::Unknown => Value::Null,
-                },
-            );
-        }
-        if let Some(sc) = &v.server_challenge {
-            ntlm.insert("server_challenge".into(), json!(hex(sc)));
-        }
-        if let Some(b) = v.ntlmv2 {
-            ntlm.insert("ntlmv2".into(), json!(b));
-        }
         if v.mechanism == Mechanism::Ntlm {
-            out["ntlm"] = Value::Object(ntlm);
+            out["ntlm"] = verdict_ntlm(v);
         }
         if let Some(k) = &v.kerberos {
             out["kerberos"] = json!(k);
         }
+        out["ntlm_affinity"] = self.verdict_affinity(v);
+        out
+    }
+
+    /// The `ntlm_affinity.*` object of a verdict: what the tracker proved and how.
+    fn verdict_affinity(&self, v: &Verdict) -> Value {
+        let reuse = v.class.is_context_reuse();
         let mut na = Map::new();
         na.insert("auth_scheme".into(), json!(v.mechanism));
-        if v.mechanism == Mechanism::Kerberos && v.class.is_context_reuse() {
+        if v.mechanism == Mechanism::Kerberos && reuse {
             // The Kerberos client principal travels only inside the encrypted ticket.
             na.insert(
                 "user_note".into(),
@@ -275,21 +212,15 @@ impl Context {
             na.insert("challenge_key".into(), json!(k.to_string()));
         }
         if let Some(l) = &v.challenge_leg {
-            na.insert(
-                "challenge_leg".into(),
-                leg_json(self, l, v.class.is_context_reuse()),
-            );
+            na.insert("challenge_leg".into(), leg_json(self, l, reuse));
         }
         if let Some(l) = &v.authenticate_leg {
-            na.insert(
-                if v.class.is_context_reuse() {
-                    "request_leg"
-                } else {
-                    "authenticate_leg"
-                }
-                .into(),
-                leg_json(self, l, false),
-            );
+            let name = if reuse {
+                "request_leg"
+            } else {
+                "authenticate_leg"
+            };
+            na.insert(name.into(), leg_json(self, l, false));
         }
         if let Some(a) = &v.authenticated_client {
             na.insert("authenticated_client".into(), json!(a));
@@ -307,9 +238,91 @@ impl Context {
         if let Some(s) = v.status {
             na.insert("status".into(), json!(s));
         }
-        out["ntlm_affinity"] = Value::Object(na);
-        out
+        Value::Object(na)
     }
+}
+
+/// What each NTLM message type adds to a `--messages` event: Zeek names in `ntlm`, the
+/// correlation key in `na`.
+fn message_auth(auth: &Auth, ntlm: &mut Map<String, Value>, na: &mut Map<String, Value>) {
+    match auth {
+        Auth::Offer => {
+            ntlm.insert("offer".into(), json!(true));
+        }
+        Auth::Negotiate {
+            domain,
+            workstation,
+        } => {
+            ins_opt(ntlm, "domain", domain);
+            ins_opt(ntlm, "hostname", workstation);
+        }
+        Auth::Challenge(c) => {
+            ntlm.insert("server_challenge".into(), json!(hex(&c.server_challenge)));
+            ins_opt(ntlm, "target_name", &c.target_name);
+            names(ntlm, Some(&c.names));
+            if let Some(id) = &c.id {
+                na.insert("challenge_key".into(), json!(id.key.to_string()));
+            }
+        }
+        Auth::Authenticate(a) => {
+            ins_opt(ntlm, "username", &a.user);
+            ins_opt(ntlm, "domain", &a.domain);
+            ins_opt(ntlm, "hostname", &a.workstation);
+            ntlm.insert("ntlmv2".into(), json!(a.ntlmv2));
+            names(ntlm, a.names.as_deref());
+            if let Some(id) = &a.id {
+                na.insert("challenge_key".into(), json!(id.key.to_string()));
+            }
+        }
+        Auth::Undecodable(why) => {
+            ntlm.insert("error".into(), json!(why));
+        }
+        Auth::Kerberos | Auth::Spnego => {}
+    }
+}
+
+/// ECS `client.*`: the balancer's client as the request named it (X-Forwarded-For), else the
+/// frontend connection the token join found.
+fn verdict_client(v: &Verdict) -> Option<Value> {
+    let mut client = Map::new();
+    if let Some(ip) = &v.client.forwarded_for {
+        client.insert("ip".into(), json!(ip));
+    }
+    if let Some(f) = v.client.frontend {
+        client.entry("ip").or_insert(json!(f.ip().to_string()));
+        client.insert("port".into(), json!(f.port()));
+    } else if let Some(p) = v.client.port {
+        client.insert("port".into(), json!(p));
+    }
+    (!client.is_empty()).then_some(Value::Object(client))
+}
+
+/// Zeek `ntlm.log` names for an NTLM verdict.
+fn verdict_ntlm(v: &Verdict) -> Value {
+    let mut ntlm = Map::new();
+    ins_opt(&mut ntlm, "username", &v.user);
+    ins_opt(&mut ntlm, "domain", &v.domain);
+    ins_opt(&mut ntlm, "hostname", &v.workstation);
+    let challenge_names = v
+        .challenge_leg
+        .as_ref()
+        .and_then(|l| l.server_names.as_deref());
+    names(&mut ntlm, challenge_names);
+    if v.class.has_logon_outcome() {
+        let success = match v.outcome {
+            crate::correlate::Outcome::Success => json!(true),
+            crate::correlate::Outcome::Failure => json!(false),
+            crate::correlate::Outcome::Unknown => Value::Null,
+        };
+        ntlm.insert("success".into(), success);
+    }
+    if let Some(sc) = &v.server_challenge {
+        ntlm.insert("server_challenge".into(), json!(hex(sc)));
+    }
+    if let Some(b) = v.ntlmv2 {
+        ntlm.insert("ntlmv2".into(), json!(b));
+    }
+    Value::Object(ntlm)
 }
 
 fn leg_json(ctx: &Context, l: &LegInfo, authenticated: bool) -> Value {

@@ -270,6 +270,8 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
     result
 }
 
+/// The daemon's one loop: ring buffer, expiry tick, stats tick and signals in one `select!`,
+/// so the correlator is only ever touched from this task and needs no lock.
 async fn event_loop(
     tracker: &mut Tracker,
     mut pipeline: Pipeline,

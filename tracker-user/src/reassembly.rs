@@ -148,6 +148,10 @@ impl Reassembler {
         self.streams.insert(id, st);
     }
 
+    /// One record into its stream. The TCP rules apply in this order — retransmission,
+    /// overlap trim, out-of-order hold, known body skip, size limits — and each may end the
+    /// segment early, so they stay in one body rather than passing the half-trimmed state
+    /// between helpers.
     fn segment(&mut self, st: &mut Stream, rec: Record, out: &mut Vec<Piece>) {
         let h = rec.header;
         let mut data: &[u8] = &rec.payload;
@@ -229,7 +233,9 @@ impl Reassembler {
         self.drain(st, seq, truncated, out);
     }
 
-    /// Emits every complete head at the start of the buffer.
+    /// Emits every complete head at the start of the buffer, skipping bodies of known length
+    /// so pipelined heads are found. One loop over one `consumed` cursor: the three parse
+    /// outcomes each move it differently.
     fn drain(&mut self, st: &mut Stream, seg_seq: u32, truncated: bool, out: &mut Vec<Piece>) {
         let mut consumed = 0usize;
         loop {

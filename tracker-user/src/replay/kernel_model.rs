@@ -226,6 +226,9 @@ impl KernelModel {
     }
 
     /// One TCP segment seen at `now` (ns): appends the records the kernel would emit.
+    /// Mirrors `track` in the eBPF crate step for step, calling the same `tracker_common::flow`
+    /// rules in the same order; kept in that one shape so the two read side by side (the
+    /// differential test holds them equal).
     pub fn segment(&mut self, seg: &Segment, now: u64, ifindex: u32, out: &mut Vec<Record>) {
         self.count(stat::PACKETS);
         if !self.is_tracked(&seg.key) {
