@@ -336,54 +336,48 @@ pub mod identity {
     }
 }
 
-/// Indices of the per-CPU `STATS` array: every outcome of every packet is counted.
+/// Indices of the per-CPU `STATS` array: every outcome of a tracked packet is counted.
+/// Packets that are not TCP or not on a tracked endpoint pass uncounted — counting them would
+/// be most of their cost; the interface's own counters (`ip -s link`) have their number.
 pub mod stat {
-    pub const PACKETS: u32 = 0;
-    /// Passed at once: not IPv4/IPv6 or not TCP.
-    pub const NOT_TCP: u32 = 1;
-    /// TCP on no tracked endpoint: the cheap common case.
-    pub const UNTRACKED: u32 = 2;
-    pub const TRACKED: u32 = 3;
+    pub const TRACKED: u32 = 0;
     /// Tracked segments with payload that were scanned.
-    pub const SCANNED: u32 = 4;
+    pub const SCANNED: u32 = 1;
     /// Segments with an NTLM/Negotiate auth header.
-    pub const MATCHED: u32 = 5;
-    pub const CONTINUATIONS: u32 = 6;
-    pub const CLOSES: u32 = 7;
+    pub const MATCHED: u32 = 2;
+    pub const CONTINUATIONS: u32 = 3;
+    pub const CLOSES: u32 = 4;
     /// Records written to the ring buffer.
-    pub const EVENTS: u32 = 8;
+    pub const EVENTS: u32 = 5;
     /// Ring buffer full: a record was lost (reported, never silent).
-    pub const RINGBUF_FULL: u32 = 9;
+    pub const RINGBUF_FULL: u32 = 6;
     /// Malformed or truncated headers (bogus IHL, data offset, lengths).
-    pub const PARSE_BAIL: u32 = 10;
+    pub const PARSE_BAIL: u32 = 7;
     /// IPv6 with more extension headers than we skip, or IPv4 fragments.
-    pub const UNSUPPORTED: u32 = 11;
+    pub const UNSUPPORTED: u32 = 8;
     /// A flow entry created for a connection whose SYN was not seen (started mid-stream,
     /// or its entry was evicted from the LRU map).
-    pub const FLOW_MIDSTREAM: u32 = 12;
-    pub const FLOW_NEW: u32 = 13;
+    pub const FLOW_MIDSTREAM: u32 = 9;
+    pub const FLOW_NEW: u32 = 10;
     /// `FLOWS` update failed.
-    pub const FLOW_UPDATE_FAILED: u32 = 14;
+    pub const FLOW_UPDATE_FAILED: u32 = 11;
     /// Payload longer than the capture length: the copy was truncated.
-    pub const CAPTURE_TRUNCATED: u32 = 15;
+    pub const CAPTURE_TRUNCATED: u32 = 12;
     /// Payload copy helper failed.
-    pub const LOAD_FAILED: u32 = 16;
+    pub const LOAD_FAILED: u32 = 13;
     /// HTTP request/response heads delivered from connections that carried NTLM.
-    pub const HTTP_HEADS: u32 = 17;
+    pub const HTTP_HEADS: u32 = 14;
     /// Requests on an authenticated connection from the client that authenticated it:
     /// checked in the kernel and passed without a record.
-    pub const IDENTITY_MATCH: u32 = 18;
+    pub const IDENTITY_MATCH: u32 = 15;
     /// Requests on an authenticated connection delivered because the identity differs, is
     /// missing, too long, or the head was not complete in one segment.
-    pub const IDENTITY_MISMATCH: u32 = 19;
+    pub const IDENTITY_MISMATCH: u32 = 16;
     /// Responses to requests passed silently: not delivered either.
-    pub const RESPONSES_SUPPRESSED: u32 = 20;
-    pub const COUNT: u32 = 21;
+    pub const RESPONSES_SUPPRESSED: u32 = 17;
+    pub const COUNT: u32 = 18;
 
     pub const NAMES: [&str; COUNT as usize] = [
-        "packets",
-        "not_tcp",
-        "untracked",
         "tracked",
         "scanned",
         "matched",

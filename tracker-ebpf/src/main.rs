@@ -67,18 +67,22 @@ trait Packet {
     fn load(&self, off: u32, dst: *mut u8, len: u32) -> bool;
 }
 
+// `data` and `data_end` are read volatile, in place, every time. The cold parse is a real BPF
+// function: given plain reads, LLVM passed the two u32 context fields to it as arguments and
+// zero-extended `data_end` there with shifts, which the verifier refuses ("pointer arithmetic
+// on pkt_end prohibited"). A context load is one instruction.
 impl Packet for XdpContext {
     #[inline(always)]
     fn data(&self) -> usize {
-        XdpContext::data(self)
+        unsafe { core::ptr::read_volatile(&(*self.ctx).data) as usize }
     }
     #[inline(always)]
     fn data_end(&self) -> usize {
-        XdpContext::data_end(self)
+        unsafe { core::ptr::read_volatile(&(*self.ctx).data_end) as usize }
     }
     #[inline(always)]
     fn total_len(&self) -> u32 {
-        (XdpContext::data_end(self) - XdpContext::data(self)) as u32
+        (Packet::data_end(self) - Packet::data(self)) as u32
     }
     #[inline(always)]
     fn ifindex(&self) -> u32 {
@@ -93,11 +97,11 @@ impl Packet for XdpContext {
 impl Packet for TcContext {
     #[inline(always)]
     fn data(&self) -> usize {
-        TcContext::data(self)
+        unsafe { core::ptr::read_volatile(&(*self.skb.skb).data) as usize }
     }
     #[inline(always)]
     fn data_end(&self) -> usize {
-        TcContext::data_end(self)
+        unsafe { core::ptr::read_volatile(&(*self.skb.skb).data_end) as usize }
     }
     #[inline(always)]
     fn total_len(&self) -> u32 {
@@ -198,11 +202,121 @@ fn bail<T>(stat: u32) -> Result<T, ()> {
     Err(())
 }
 
+/// What a look at fixed offsets tells about a frame, before any map is touched.
+enum Plain {
+    /// Not TCP (or not IP): nothing to do.
+    Pass,
+    /// TCP in IPv4 without options (not a fragment) or IPv6 without extension headers, right
+    /// after an untagged Ethernet header: the TCP header's offset.
+    Tcp(usize),
+    /// Anything else: [`parse_cold`] decides.
+    Cold,
+}
+
+/// The common case in straight-line code: one bounds check, three byte compares.
 #[inline(always)]
-fn parse<P: Packet>(ctx: &P, seg: &mut Segment) -> Result<(), ()> {
+fn plain<P: Packet>(ctx: &P) -> Plain {
+    // Ethernet + IPv4 + the TCP ports: 38 bytes; IPv6 needs 58.
+    let Ok(h) = ptr_at::<[u8; 38], P>(ctx, 0) else {
+        return Plain::Cold;
+    };
+    let h = unsafe { &*h };
+    let proto = u16::from_be_bytes([h[12], h[13]]);
+    if proto == ETH_P_IP {
+        if h[14] != 0x45 {
+            return Plain::Cold;
+        }
+        if h[23] != IPPROTO_TCP {
+            return Plain::Pass;
+        }
+        if u16::from_be_bytes([h[20], h[21]]) & 0x1fff != 0 {
+            return Plain::Cold;
+        }
+        return Plain::Tcp(ETH_HLEN + 20);
+    }
+    if proto == ETH_P_IPV6 {
+        if h[14] >> 4 != 6 || ptr_at::<[u8; 58], P>(ctx, 0).is_err() {
+            return Plain::Cold;
+        }
+        return match h[20] {
+            IPPROTO_TCP => Plain::Tcp(ETH_HLEN + 40),
+            // Hop-by-hop, routing, fragment, authentication, destination options.
+            0 | 43 | 44 | 51 | 60 => Plain::Cold,
+            _ => Plain::Pass,
+        };
+    }
+    if proto == ETH_P_8021Q || proto == ETH_P_8021AD {
+        return Plain::Cold;
+    }
+    Plain::Pass
+}
+
+/// Source and destination of an IPv4 header at `off` (as IPv4-mapped IPv6 addresses); the
+/// end of its packet.
+#[inline(always)]
+fn ipv4_fields(key: &mut FlowKey, hdr: &[u8; 20], off: usize) -> usize {
+    key.family = 4;
+    key.src_addr = [
+        0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, hdr[12], hdr[13], hdr[14], hdr[15],
+    ];
+    key.dst_addr = [
+        0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, hdr[16], hdr[17], hdr[18], hdr[19],
+    ];
+    key._pad = [0; 3];
+    let tot_len = u16::from_be_bytes([hdr[2], hdr[3]]) as usize;
+    // GSO super-packets may carry tot_len 0 (BIG TCP): then the packet length rules.
+    if tot_len == 0 {
+        usize::MAX
+    } else {
+        off + tot_len
+    }
+}
+
+/// Source and destination of an IPv6 header at `off`; the end of its packet.
+#[inline(always)]
+fn ipv6_fields(key: &mut FlowKey, hdr: &[u8; 40], off: usize) -> usize {
+    key.family = 6;
+    key.src_addr.copy_from_slice(&hdr[8..24]);
+    key.dst_addr.copy_from_slice(&hdr[24..40]);
+    key._pad = [0; 3];
+    let plen = u16::from_be_bytes([hdr[4], hdr[5]]) as usize;
+    if plen == 0 {
+        usize::MAX
+    } else {
+        off + 40 + plen
+    }
+}
+
+/// The addresses of a frame [`plain`] found to be TCP at `l4` in plain IPv4 or IPv6.
+#[inline(always)]
+fn plain_ip<P: Packet>(ctx: &P, seg: &mut Segment, l4: usize) -> Result<(usize, usize), ()> {
+    if l4 == ETH_HLEN + 20
+        && let Ok(hdr) = ptr_at::<[u8; 20], P>(ctx, ETH_HLEN)
+    {
+        let l3_end = ipv4_fields(&mut seg.key, unsafe { &*hdr }, ETH_HLEN);
+        if l3_end < ETH_HLEN + 20 {
+            return bail(stat::PARSE_BAIL);
+        }
+        return Ok((ETH_HLEN + 20, l3_end));
+    }
+    let Ok(hdr) = ptr_at::<[u8; 40], P>(ctx, ETH_HLEN) else {
+        return bail(stat::PARSE_BAIL);
+    };
+    Ok((
+        ETH_HLEN + 40,
+        ipv6_fields(&mut seg.key, unsafe { &*hdr }, ETH_HLEN),
+    ))
+}
+
+/// The network layer of every frame [`plain`] leaves alone: VLAN tags, IPv4 options or
+/// fragments, IPv6 extension headers, short or malformed headers. Fills the addresses of
+/// `seg` and returns the TCP header's offset and the end of the IP packet. Not inlined: the
+/// common case should not carry its instructions.
+#[inline(never)]
+fn parse_cold<P: Packet>(ctx: &P, seg: &mut Segment) -> Result<(usize, usize), ()> {
     let mut off = ETH_HLEN;
     let Ok(mut proto) = read_be16(ctx, 12) else {
-        return bail(stat::NOT_TCP);
+        return Err(());
     };
     // 802.1ad outer tag, then 802.1Q: at most two tags.
     for _ in 0..2 {
@@ -214,8 +328,6 @@ fn parse<P: Packet>(ctx: &P, seg: &mut Segment) -> Result<(), ()> {
             off += 4;
         }
     }
-    seg.key = FlowKey::default();
-    let key = &mut seg.key;
     let l3_end: usize;
     let l4: usize;
     if proto == ETH_P_IP {
@@ -232,27 +344,14 @@ fn parse<P: Packet>(ctx: &P, seg: &mut Segment) -> Result<(), ()> {
         };
         let hdr = unsafe { &*hdr };
         if hdr[9] != IPPROTO_TCP {
-            return bail(stat::NOT_TCP);
+            return Err(());
         }
         let frag = u16::from_be_bytes([hdr[6], hdr[7]]);
         if frag & 0x1fff != 0 {
             return bail(stat::UNSUPPORTED);
         }
-        let tot_len = u16::from_be_bytes([hdr[2], hdr[3]]) as usize;
-        key.family = 4;
-        key.src_addr[10] = 0xff;
-        key.src_addr[11] = 0xff;
-        key.src_addr[12..16].copy_from_slice(&hdr[12..16]);
-        key.dst_addr[10] = 0xff;
-        key.dst_addr[11] = 0xff;
-        key.dst_addr[12..16].copy_from_slice(&hdr[16..20]);
-        // GSO super-packets may carry tot_len 0 (BIG TCP): then the packet length rules.
-        l3_end = if tot_len == 0 {
-            usize::MAX
-        } else {
-            off + tot_len
-        };
-        if tot_len != 0 && tot_len < ihl {
+        l3_end = ipv4_fields(&mut seg.key, hdr, off);
+        if l3_end < off + ihl {
             return bail(stat::PARSE_BAIL);
         }
         l4 = off + ihl;
@@ -264,15 +363,7 @@ fn parse<P: Packet>(ctx: &P, seg: &mut Segment) -> Result<(), ()> {
         if hdr[0] >> 4 != 6 {
             return bail(stat::PARSE_BAIL);
         }
-        let plen = u16::from_be_bytes([hdr[4], hdr[5]]) as usize;
-        key.family = 6;
-        key.src_addr.copy_from_slice(&hdr[8..24]);
-        key.dst_addr.copy_from_slice(&hdr[24..40]);
-        l3_end = if plen == 0 {
-            usize::MAX
-        } else {
-            off + 40 + plen
-        };
+        l3_end = ipv6_fields(&mut seg.key, hdr, off);
         let mut next = hdr[6];
         let mut pos = off + 40;
         let mut found = false;
@@ -312,7 +403,7 @@ fn parse<P: Packet>(ctx: &P, seg: &mut Segment) -> Result<(), ()> {
                     next = ext[0];
                     pos += (ext[1] as usize + 2) * 4;
                 }
-                _ => return bail(stat::NOT_TCP),
+                _ => return Err(()),
             }
         }
         if !found {
@@ -320,9 +411,15 @@ fn parse<P: Packet>(ctx: &P, seg: &mut Segment) -> Result<(), ()> {
         }
         l4 = pos;
     } else {
-        return bail(stat::NOT_TCP);
+        return Err(());
     }
+    Ok((l4, l3_end))
+}
 
+/// The TCP header at `l4` and the payload up to `l3_end` (or the packet's end).
+#[inline(always)]
+fn parse_tcp<P: Packet>(ctx: &P, seg: &mut Segment, l4: usize, l3_end: usize) -> Result<(), ()> {
+    let key = &mut seg.key;
     let Ok(tcp) = ptr_at::<[u8; 20], P>(ctx, l4) else {
         return bail(stat::PARSE_BAIL);
     };
@@ -377,11 +474,34 @@ fn is_tracked(key: &FlowKey, sp: u8, dp: u8) -> bool {
 #[allow(clippy::needless_borrows_for_generic_args)]
 #[inline(always)]
 fn track<P: Packet>(ctx: &P, direction: u8) -> Result<(), ()> {
-    count(stat::PACKETS);
+    let plain_l4 = match plain(ctx) {
+        Plain::Pass => return Ok(()),
+        Plain::Tcp(l4) => {
+            // Untracked traffic ends here: nothing written, nothing counted.
+            let Ok(ports) = ptr_at::<[u8; 4], P>(ctx, l4) else {
+                return Ok(());
+            };
+            let ports = unsafe { &*ports };
+            let sp = port_bits(u16::from_be_bytes([ports[0], ports[1]]));
+            let dp = port_bits(u16::from_be_bytes([ports[2], ports[3]]));
+            if (sp | dp) == 0 {
+                return Ok(());
+            }
+            Some(l4)
+        }
+        Plain::Cold => None,
+    };
     let Some(seg) = SEG.get_ptr_mut(0) else {
         return Ok(());
     };
-    parse(ctx, unsafe { &mut *seg })?;
+    {
+        let seg = unsafe { &mut *seg };
+        let (l4, l3_end) = match plain_l4 {
+            Some(l4) => plain_ip(ctx, seg, l4)?,
+            None => parse_cold(ctx, seg)?,
+        };
+        parse_tcp(ctx, seg, l4, l3_end)?;
+    }
     // Volatile re-reads keep the compiler from forwarding parse's values (see `Segment`).
     let seg = unsafe { &*seg };
     let (flags, seq, payload_len) = unsafe {
@@ -394,13 +514,13 @@ fn track<P: Packet>(ctx: &P, direction: u8) -> Result<(), ()> {
     let sp = port_bits(seg.key.src_port);
     let dp = port_bits(seg.key.dst_port);
     if (sp | dp) == 0 {
-        return bail(stat::UNTRACKED);
+        return Ok(());
     }
     // A flow with an entry is tracked (entries are made for tracked flows only): the LPM trie
     // is consulted only for a flow not seen yet.
     let existing = FLOWS.get_ptr_mut(&seg.key);
     if existing.is_none() && !is_tracked(&seg.key, sp, dp) {
-        return bail(stat::UNTRACKED);
+        return Ok(());
     }
     count(stat::TRACKED);
     let now = unsafe { bpf_ktime_get_ns() };

@@ -163,14 +163,8 @@ impl KernelModel {
         }
     }
 
-    /// A packet that was not TCP (or not parseable) — counted as the kernel would.
-    pub fn not_tcp(&mut self) {
-        self.count(stat::PACKETS);
-        self.count(stat::NOT_TCP);
-    }
-
+    /// A packet whose headers did not parse — counted as the kernel would.
     pub fn parse_bail(&mut self) {
-        self.count(stat::PACKETS);
         self.count(stat::PARSE_BAIL);
     }
 
@@ -230,9 +224,8 @@ impl KernelModel {
     /// rules in the same order; kept in that one shape so the two read side by side (the
     /// differential test holds them equal).
     pub fn segment(&mut self, seg: &Segment, now: u64, ifindex: u32, out: &mut Vec<Record>) {
-        self.count(stat::PACKETS);
+        // Untracked segments pass uncounted, as in the kernel's fast path.
         if !self.is_tracked(&seg.key) {
-            self.count(stat::UNTRACKED);
             return;
         }
         self.count(stat::TRACKED);

@@ -235,7 +235,6 @@ impl<'p> Replayer<'p> {
             }
             Parsed::NotTcp => {
                 self.summary.not_tcp += 1;
-                self.model.not_tcp();
             }
             Parsed::Bad => {
                 self.summary.unparseable += 1;
