@@ -155,14 +155,10 @@ fn prime_authenticated(tracker: &mut Tracker, ring: &mut RingBuf<MapData>) -> Re
     test_run(tracker, TC_PROGRAM, &frame, 1)?;
     drain(ring);
     let key = frames::key4(frames::CLIENT4, AUTH_PORT, frames::SERVER4, BACKEND_PORT);
-    let flows: aya::maps::HashMap<_, tracker_common::FlowKey, tracker_common::FlowState> =
-        aya::maps::HashMap::try_from(
-            tracker
-                .ebpf()
-                .map(tracker_common::names::FLOWS)
-                .context("FLOWS")?,
-        )?;
-    let generation = flows.get(&key, 0)?.generation;
+    let generation = tracker
+        .flow(&key)?
+        .context("no FLOWS entry for the authenticated flow")?
+        .generation;
     let mut auth = tracker.take_auth_flows()?;
     auth.apply(&AuthUpdate::Set {
         key,

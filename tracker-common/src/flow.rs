@@ -65,7 +65,6 @@ pub fn new_flow<C: Counters>(
 ) -> FlowState {
     FlowState {
         generation: now,
-        last_seen_ns: now,
         flags: new_flow_flags(stats, tcp_flags, reverse_ntlm_seen),
         ..FlowState::default()
     }
@@ -131,9 +130,42 @@ pub fn on_message<C: Counters>(stats: &mut C, state: &mut FlowState, found: &Fou
     stats.count(stat::MATCHED);
     let first = state.flags & FLOW_NTLM_SEEN == 0;
     state.flags |= FLOW_NTLM_SEEN;
-    state.messages = state.messages.wrapping_add(1);
-    state.last_token = found.token;
     first
+}
+
+/// Bytes of a segment's start that [`plain_response`] reads.
+pub const STATUS_LINE_BYTES: usize = 12;
+
+/// Whether a segment passes without a copy or a scan: it starts a response (`HTTP/1.x NNN`)
+/// whose status cannot offer or answer NTLM/Negotiate (not 401, not 407), on a flow direction
+/// with no NTLM/Negotiate state and no capture in progress. Everything such a response could
+/// carry that matters follows a request that set the state: the answer to a Type-3 or to a
+/// Negotiate request (mutual-auth token, `Persistent-Auth`) is on a flow marked by its request.
+/// docs/design.md, "The fast path", says what this cannot see.
+#[inline(always)]
+pub fn plain_response(
+    state: &FlowState,
+    payload_len: u32,
+    start: impl FnOnce() -> Option<[u8; STATUS_LINE_BYTES]>,
+) -> bool {
+    if state.flags & (FLOW_NTLM_SEEN | FLOW_CAPTURING) != 0
+        || payload_len < STATUS_LINE_BYTES as u32
+    {
+        return false;
+    }
+    let Some(s) = start() else {
+        return false;
+    };
+    let http = s[0] == b'H'
+        && s[1] == b'T'
+        && s[2] == b'T'
+        && s[3] == b'P'
+        && s[4] == b'/'
+        && s[5] == b'1'
+        && s[6] == b'.'
+        && s[8] == b' ';
+    let auth_status = s[9] == b'4' && s[10] == b'0' && (s[11] == b'1' || s[11] == b'7');
+    http && !auth_status
 }
 
 /// Whether the segment's start line matters: on a connection that carried NTLM, every
@@ -275,6 +307,31 @@ mod tests {
             ),
             (1, 1, 1)
         );
+    }
+
+    #[test]
+    fn responses_are_decided_from_the_status_line_only_without_ntlm_state() {
+        fn start(s: &[u8]) -> impl FnOnce() -> Option<[u8; STATUS_LINE_BYTES]> + '_ {
+            move || s.get(..STATUS_LINE_BYTES)?.try_into().ok()
+        }
+        let fresh = FlowState::default();
+        assert!(plain_response(&fresh, 100, start(b"HTTP/1.1 200 OK\r\n")));
+        assert!(plain_response(&fresh, 100, start(b"HTTP/1.0 302 Found")));
+        for auth in [&b"HTTP/1.1 401 Unauthorized"[..], b"HTTP/1.1 407 Proxy"] {
+            assert!(!plain_response(&fresh, 100, start(auth)));
+        }
+        // Not a response start: a request, a body, a cut start line.
+        assert!(!plain_response(&fresh, 100, start(b"GET / HTTP/1.1\r\n")));
+        assert!(!plain_response(&fresh, 100, start(b"<html><body>")));
+        assert!(!plain_response(&fresh, 11, start(b"HTTP/1.1 20")));
+        // A flow that carried NTLM, or is inside a capture window, is always scanned.
+        for flags in [FLOW_NTLM_SEEN, FLOW_CAPTURING] {
+            let st = FlowState {
+                flags,
+                ..FlowState::default()
+            };
+            assert!(!plain_response(&st, 100, start(b"HTTP/1.1 200 OK\r\n")));
+        }
     }
 
     #[test]

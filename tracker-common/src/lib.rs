@@ -96,6 +96,84 @@ impl FlowKey {
     }
 }
 
+impl FlowKey {
+    /// The `FLOWS` key of this direction: 16 bytes instead of 40, because at a million flows
+    /// every key byte is a megabyte of kernel memory. IPv4 keeps both addresses exactly; an
+    /// IPv6 pair becomes its SipHash under the daemon's per-start secret, so a remote party
+    /// that picks addresses still cannot aim a collision at another flow. Ports stay exact.
+    #[inline(always)]
+    pub fn id(&self, secret: &[u64; 2]) -> FlowId {
+        flow_id(
+            secret,
+            &self.src_addr,
+            &self.dst_addr,
+            self.src_port,
+            self.dst_port,
+            self.family,
+        )
+    }
+
+    /// The `FLOWS` key of the other direction.
+    #[inline(always)]
+    pub fn reverse_id(&self, secret: &[u64; 2]) -> FlowId {
+        flow_id(
+            secret,
+            &self.dst_addr,
+            &self.src_addr,
+            self.dst_port,
+            self.src_port,
+            self.family,
+        )
+    }
+}
+
+#[inline(always)]
+fn flow_id(
+    secret: &[u64; 2],
+    src: &[u8; 16],
+    dst: &[u8; 16],
+    src_port: u16,
+    dst_port: u16,
+    family: u8,
+) -> FlowId {
+    let w = |a: &[u8; 16], i: usize| {
+        u64::from_le_bytes([
+            a[i],
+            a[i + 1],
+            a[i + 2],
+            a[i + 3],
+            a[i + 4],
+            a[i + 5],
+            a[i + 6],
+            a[i + 7],
+        ])
+    };
+    let addrs = if family == 4 {
+        // The mapped IPv4 addresses are the last four bytes of each.
+        (w(src, 8) >> 32) | (w(dst, 8) & 0xffff_ffff_0000_0000)
+    } else {
+        identity::hash_words(secret, &[w(src, 0), w(src, 8), w(dst, 0), w(dst, 8)], 32)
+    };
+    FlowId {
+        addrs,
+        src_port,
+        dst_port,
+        family: family as u32,
+    }
+}
+
+/// Key of the `FLOWS` map ([`FlowKey::id`]).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+pub struct FlowId {
+    /// IPv4: source address in the low half, destination in the high half; IPv6: keyed hash.
+    pub addrs: u64,
+    pub src_port: u16,
+    pub dst_port: u16,
+    pub family: u32,
+}
+const _: () = assert!(core::mem::size_of::<FlowId>() == 16);
+
 /// `FlowState::flags` bits.
 pub const FLOW_OPEN: u32 = 1 << 0;
 pub const FLOW_CLOSED: u32 = 1 << 1;
@@ -106,24 +184,20 @@ pub const FLOW_CAPTURING: u32 = 1 << 3;
 /// First packet seen was not a SYN (tracker started mid-connection, or the entry was evicted).
 pub const FLOW_MIDSTREAM: u32 = 1 << 4;
 
-/// Value of the `FLOWS` map, one per direction of a connection.
+/// Value of the `FLOWS` map, one per direction of a connection. Only what the rules read:
+/// with a million entries every byte here is a megabyte of kernel memory.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub struct FlowState {
     /// Identifies one use of the 5-tuple: the kernel time of the SYN that opened it (or of
     /// the first packet seen). A reused 5-tuple gets a new generation.
     pub generation: u64,
-    pub last_seen_ns: u64,
     pub flags: u32,
     pub capture_from: u32,
     pub capture_until: u32,
-    /// NTLM/Negotiate messages seen in this direction.
-    pub messages: u32,
-    /// Last `TokenKind` seen in this direction.
-    pub last_token: u8,
-    pub _pad: [u8; 7],
+    pub _pad: u32,
 }
-const _: () = assert!(core::mem::size_of::<FlowState>() == 40);
+const _: () = assert!(core::mem::size_of::<FlowState>() == 24);
 
 /// What the base64 prefix of a header value says, without decoding it ([`scan::classify`];
 /// docs/ntlm.md, "Token prefixes").
@@ -297,6 +371,12 @@ pub mod identity {
     /// fixed-size, branch-free computation the verifier accepts and userspace repeats.
     #[inline(always)]
     pub fn hash(key: &[u64; 2], words: &[u64; WORDS], len: u32) -> u64 {
+        hash_words(key, words, len)
+    }
+
+    /// [`hash`] over `N` words: the flow hash of [`super::FlowKey::id`] needs four.
+    #[inline(always)]
+    pub fn hash_words<const N: usize>(key: &[u64; 2], words: &[u64; N], len: u32) -> u64 {
         let mut v = [
             key[0] ^ 0x736f_6d65_7073_6575,
             key[1] ^ 0x646f_7261_6e64_6f6d,
@@ -304,7 +384,7 @@ pub mod identity {
             key[1] ^ 0x7465_6462_7974_6573,
         ];
         let mut i = 0;
-        while i < WORDS {
+        while i < N {
             v[3] ^= words[i];
             round(&mut v);
             v[0] ^= words[i];
@@ -375,7 +455,10 @@ pub mod stat {
     pub const IDENTITY_MISMATCH: u32 = 16;
     /// Responses to requests passed silently: not delivered either.
     pub const RESPONSES_SUPPRESSED: u32 = 17;
-    pub const COUNT: u32 = 18;
+    /// Responses decided from their status line (not 401/407, on a flow without NTLM or
+    /// Negotiate state): passed without a copy or a scan.
+    pub const PLAIN_RESPONSES: u32 = 18;
+    pub const COUNT: u32 = 19;
 
     pub const NAMES: [&str; COUNT as usize] = [
         "tracked",
@@ -396,6 +479,7 @@ pub mod stat {
         "identity_match",
         "identity_mismatch",
         "responses_suppressed",
+        "plain_responses",
     ];
 }
 
@@ -406,6 +490,7 @@ mod pod {
     // padding fields: every bit pattern is valid.
     unsafe impl aya::Pod for EndpointKey {}
     unsafe impl aya::Pod for FlowKey {}
+    unsafe impl aya::Pod for FlowId {}
     unsafe impl aya::Pod for FlowState {}
     unsafe impl aya::Pod for RecordHeader {}
     unsafe impl aya::Pod for Config {}
@@ -414,8 +499,50 @@ mod pod {
 
 #[cfg(test)]
 mod tests {
-    use super::identity;
+    use super::{FlowKey, identity};
     use core::hash::Hasher;
+
+    fn key(src: [u8; 16], dst: [u8; 16], sp: u16, dp: u16, family: u8) -> FlowKey {
+        FlowKey {
+            src_addr: src,
+            dst_addr: dst,
+            src_port: sp,
+            dst_port: dp,
+            family,
+            _pad: [0; 3],
+        }
+    }
+
+    #[test]
+    fn flow_ids_keep_ipv4_exact_and_hash_ipv6_under_the_secret() {
+        let v4 = |a: [u8; 4]| {
+            let mut m = [0u8; 16];
+            m[10] = 0xff;
+            m[11] = 0xff;
+            m[12..].copy_from_slice(&a);
+            m
+        };
+        let secret = [7, 9];
+        let k = key(v4([198, 18, 0, 10]), v4([198, 19, 0, 1]), 40000, 80, 4);
+        let id = k.id(&secret);
+        assert_eq!(
+            id.addrs,
+            u64::from_le_bytes([198, 18, 0, 10, 198, 19, 0, 1])
+        );
+        assert_eq!((id.src_port, id.dst_port, id.family), (40000, 80, 4));
+        assert_eq!(id, k.id(&[0, 0]), "IPv4 ids do not depend on the secret");
+        assert_eq!(k.reverse_id(&secret), k.reverse().id(&secret));
+        assert_ne!(k.reverse_id(&secret), id);
+
+        let a: [u8; 16] = core::array::from_fn(|i| 0x20 + i as u8);
+        let b: [u8; 16] = core::array::from_fn(|i| 0x40 + i as u8);
+        let k6 = key(a, b, 40000, 80, 6);
+        assert_eq!(k6.reverse_id(&secret), k6.reverse().id(&secret));
+        assert_ne!(k6.reverse_id(&secret), k6.id(&secret));
+        assert_ne!(k6.id(&secret), k6.id(&[7, 10]));
+        // An IPv6 flow never takes an IPv4 flow's id (the family is part of the key).
+        assert_ne!(key(a, b, 1, 2, 6).id(&secret).family, 4);
+    }
 
     #[test]
     fn identity_hash_is_siphash13_for_a_full_block() {

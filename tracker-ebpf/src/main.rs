@@ -16,15 +16,15 @@ use aya_ebpf::{
 use core::ffi::c_void;
 use tracker_common::{
     AuthFlow, CAPTURE_MAX, Capture, Config, DEFAULT_AUTH_FLOW_CAPACITY, DEFAULT_FLOW_CAPACITY,
-    DEFAULT_RING_BYTES, DIR_EGRESS, DIR_INGRESS, EndpointKey, FLOW_NTLM_SEEN, FlowKey, FlowState,
-    MAX_IPV6_EXT_HEADERS, PORT_BACKEND, PORT_FRONTEND, RECORD_CLOSE, RecordHeader,
-    flow::{self, Counters},
+    DEFAULT_RING_BYTES, DIR_EGRESS, DIR_INGRESS, EndpointKey, FLOW_NTLM_SEEN, FlowId, FlowKey,
+    FlowState, MAX_IPV6_EXT_HEADERS, PORT_BACKEND, PORT_FRONTEND, RECORD_CLOSE, RecordHeader,
+    flow::{self, Counters, STATUS_LINE_BYTES},
     scan::{HEAD_NONE, HEAD_RESPONSE, http_head},
     stat,
 };
 
 #[map]
-static FLOWS: LruHashMap<FlowKey, FlowState> =
+static FLOWS: LruHashMap<FlowId, FlowState> =
     LruHashMap::with_max_entries(DEFAULT_FLOW_CAPACITY, 0);
 #[map]
 static ENDPOINTS: LpmTrie<EndpointKey, u8> = LpmTrie::with_max_entries(4096, 0);
@@ -188,6 +188,8 @@ fn read_be16<P: Packet>(ctx: &P, off: usize) -> Result<u16, ()> {
 #[repr(C)]
 pub struct Segment {
     key: FlowKey,
+    /// `key`'s `FLOWS` key.
+    id: FlowId,
     seq: u32,
     ack: u32,
     flags: u8,
@@ -494,6 +496,9 @@ fn track<P: Packet>(ctx: &P, direction: u8) -> Result<(), ()> {
     let Some(seg) = SEG.get_ptr_mut(0) else {
         return Ok(());
     };
+    let Some(cfg) = CONFIG.get(0) else {
+        return Ok(());
+    };
     {
         let seg = unsafe { &mut *seg };
         let (l4, l3_end) = match plain_l4 {
@@ -501,6 +506,7 @@ fn track<P: Packet>(ctx: &P, direction: u8) -> Result<(), ()> {
             None => parse_cold(ctx, seg)?,
         };
         parse_tcp(ctx, seg, l4, l3_end)?;
+        seg.id = seg.key.id(&cfg.identity_key);
     }
     // Volatile re-reads keep the compiler from forwarding parse's values (see `Segment`).
     let seg = unsafe { &*seg };
@@ -518,25 +524,26 @@ fn track<P: Packet>(ctx: &P, direction: u8) -> Result<(), ()> {
     }
     // A flow with an entry is tracked (entries are made for tracked flows only): the LPM trie
     // is consulted only for a flow not seen yet.
-    let existing = FLOWS.get_ptr_mut(&seg.key);
+    let existing = FLOWS.get_ptr_mut(&seg.id);
     if existing.is_none() && !is_tracked(&seg.key, sp, dp) {
         return Ok(());
     }
     count(stat::TRACKED);
-    let now = unsafe { bpf_ktime_get_ns() };
-    let state = flow_update(seg, flags, now, existing)?;
+    // The clock is read only where a time is kept: a new flow's generation, a record.
+    let state = flow_update(seg, cfg, flags, existing)?;
     let state = unsafe { &mut *state };
 
     if flow::close(&mut Stats, state, flags) {
-        emit_close(ctx, seg, state, direction, now);
+        emit_close(ctx, seg, state, direction);
     }
     if payload_len == 0 {
         return Ok(());
     }
-
-    let Some(cfg) = CONFIG.get(0) else {
+    if flow::plain_response(state, payload_len, || status_line(ctx, seg.payload_off)) {
+        count(stat::PLAIN_RESPONSES);
         return Ok(());
-    };
+    }
+
     let Some(cap) = SCRATCH.get_ptr_mut(0) else {
         return Ok(());
     };
@@ -552,7 +559,7 @@ fn track<P: Packet>(ctx: &P, direction: u8) -> Result<(), ()> {
     let ntlm_before = state.flags & FLOW_NTLM_SEEN != 0;
     let found = scan::scan(copied);
     if flow::on_message(&mut Stats, state, &found) {
-        mark_reverse(&seg.key);
+        mark_reverse(&seg.key.reverse_id(&cfg.identity_key));
     }
     let head = if flow::wants_head(ntlm_before, continuation) {
         match scan::scratch() {
@@ -572,7 +579,7 @@ fn track<P: Packet>(ctx: &P, direction: u8) -> Result<(), ()> {
             seg,
             state,
             direction,
-            now,
+            unsafe { bpf_ktime_get_ns() },
             kind,
             copied,
         );
@@ -589,8 +596,8 @@ fn track<P: Packet>(ctx: &P, direction: u8) -> Result<(), ()> {
 /// Marks the other direction of the connection as having carried NTLM, so its heads (the
 /// response to a Type-3 that carries no auth header) are delivered too.
 #[inline(always)]
-fn mark_reverse(key: &FlowKey) {
-    if let Some(s) = FLOWS.get_ptr_mut(key.reverse()) {
+fn mark_reverse(reverse: &FlowId) {
+    if let Some(s) = FLOWS.get_ptr_mut(reverse) {
         unsafe { (*s).flags |= FLOW_NTLM_SEEN };
     }
 }
@@ -630,29 +637,37 @@ fn authenticated_pass(
 #[inline(always)]
 fn flow_update(
     seg: &Segment,
+    cfg: &Config,
     tcp_flags: u8,
-    now: u64,
     existing: Option<*mut FlowState>,
 ) -> Result<*mut FlowState, ()> {
     if !flow::opens_generation(tcp_flags)
         && let Some(s) = existing
     {
-        let s = unsafe { &mut *s };
-        s.last_seen_ns = now;
-        return Ok(s as *mut FlowState);
+        return Ok(s);
     }
+    let now = unsafe { bpf_ktime_get_ns() };
     let fresh = flow::new_flow(&mut Stats, tcp_flags, now, || {
         FLOWS
-            .get_ptr(seg.key.reverse())
+            .get_ptr(&seg.key.reverse_id(&cfg.identity_key))
             .is_some_and(|r| unsafe { (*r).flags } & FLOW_NTLM_SEEN != 0)
     });
-    if FLOWS.insert(&seg.key, &fresh, 0).is_err() {
+    if FLOWS.insert(&seg.id, &fresh, 0).is_err() {
         return bail(stat::FLOW_UPDATE_FAILED);
     }
-    match FLOWS.get_ptr_mut(&seg.key) {
+    match FLOWS.get_ptr_mut(&seg.id) {
         Some(s) => Ok(s),
         None => bail(stat::FLOW_UPDATE_FAILED),
     }
+}
+
+/// The first bytes of the payload at `off`, for [`flow::plain_response`]: one small copy
+/// instead of the whole segment.
+#[inline(always)]
+fn status_line<P: Packet>(ctx: &P, off: u32) -> Option<[u8; STATUS_LINE_BYTES]> {
+    let mut start = [0u8; STATUS_LINE_BYTES];
+    ctx.load(off, start.as_mut_ptr(), STATUS_LINE_BYTES as u32)
+        .then_some(start)
 }
 
 /// Copies up to `limit` payload bytes into the scratch buffer with one helper call. The
@@ -728,7 +743,8 @@ fn output(cap: &Capture, copied: u32) {
 }
 
 #[inline(never)]
-fn emit_close<P: Packet>(ctx: &P, seg: &Segment, state: &FlowState, direction: u8, now: u64) {
+fn emit_close<P: Packet>(ctx: &P, seg: &Segment, state: &FlowState, direction: u8) {
+    let now = unsafe { bpf_ktime_get_ns() };
     let Some(mut entry) = EVENTS.reserve::<RecordHeader>(0) else {
         count(stat::RINGBUF_FULL);
         return;

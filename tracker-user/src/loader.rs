@@ -21,8 +21,8 @@ use aya::{
 };
 use tracker_common::{
     AuthFlow, CAPTURE_MAX, Config, DEFAULT_AUTH_FLOW_CAPACITY, DEFAULT_CONTINUATION_BYTES,
-    DEFAULT_FLOW_CAPACITY, DEFAULT_RING_BYTES, EndpointKey, FlowKey, PORT_BACKEND, PORT_FRONTEND,
-    identity, names, stat,
+    DEFAULT_FLOW_CAPACITY, DEFAULT_RING_BYTES, EndpointKey, FlowId, FlowKey, FlowState,
+    PORT_BACKEND, PORT_FRONTEND, identity, names, stat,
 };
 
 use crate::{check, correlate::AuthUpdate, endpoint::Backend};
@@ -256,6 +256,20 @@ impl Tracker {
     /// Key of the kernel's identity hash, so replay's model can hash as this load does.
     pub fn identity_key(&self) -> [u64; 2] {
         self.identity_key
+    }
+
+    /// The kernel's `FLOWS` entry of one flow direction, if it has one.
+    pub fn flow(&self, key: &FlowKey) -> anyhow::Result<Option<FlowState>> {
+        let map = self
+            .ebpf
+            .map(names::FLOWS)
+            .ok_or_else(|| anyhow!("map FLOWS missing"))?;
+        let map: BpfHashMap<_, FlowId, FlowState> = BpfHashMap::try_from(map)?;
+        match map.get(&key.id(&self.identity_key), 0) {
+            Ok(s) => Ok(Some(s)),
+            Err(MapError::KeyNotFound) => Ok(None),
+            Err(e) => Err(e.into()),
+        }
     }
 
     pub fn stats(&self) -> anyhow::Result<Stats> {

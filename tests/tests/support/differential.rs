@@ -8,7 +8,7 @@
 use std::{collections::HashMap, path::Path};
 
 use aya::{
-    maps::{HashMap as BpfHashMap, MapData, RingBuf},
+    maps::{MapData, RingBuf},
     programs::{SchedClassifier, TestRun, TestRunOptions, Xdp},
 };
 use tracker_common::{DIR_INGRESS, FlowKey, FlowState, names};
@@ -255,9 +255,7 @@ impl Differential {
     }
 
     fn kernel_flow(&self, key: &FlowKey) -> Option<FlowState> {
-        let map: BpfHashMap<_, FlowKey, FlowState> =
-            BpfHashMap::try_from(self.tracker.ebpf().map(names::FLOWS).unwrap()).unwrap();
-        map.get(key, 0).ok()
+        self.tracker.flow(key).unwrap()
     }
 
     fn same_flow(&mut self, key: &FlowKey) -> Result<(), String> {
@@ -265,15 +263,7 @@ impl Differential {
         match (k, m) {
             (None, None) => Ok(()),
             (Some(k), Some(m)) => {
-                let f = |s: &FlowState| {
-                    (
-                        s.flags,
-                        s.capture_from,
-                        s.capture_until,
-                        s.messages,
-                        s.last_token,
-                    )
-                };
+                let f = |s: &FlowState| (s.flags, s.capture_from, s.capture_until);
                 if f(&k) != f(&m) || !self.same_generation(k.generation, m.generation) {
                     return Err(format!("flow entry differs:\n kernel {k:?}\n model  {m:?}"));
                 }

@@ -202,9 +202,8 @@ impl KernelModel {
 
     fn flow_update(&mut self, seg: &Segment, now: u64) -> FlowState {
         if !flow::opens_generation(seg.flags)
-            && let Some(s) = self.flows.get_mut(&seg.key)
+            && let Some(s) = self.flows.get(&seg.key)
         {
-            s.last_seen_ns = now;
             return *s;
         }
         let flows = &self.flows;
@@ -257,6 +256,13 @@ impl KernelModel {
             self.count(stat::EVENTS);
         }
         if seg.payload_len == 0 {
+            self.store(seg.key, state);
+            return;
+        }
+        // A capture cut shorter than the status line cannot be decided; the kernel always can.
+        let start = || seg.payload.get(..flow::STATUS_LINE_BYTES)?.try_into().ok();
+        if flow::plain_response(&state, seg.payload_len, start) {
+            self.count(stat::PLAIN_RESPONSES);
             self.store(seg.key, state);
             return;
         }
