@@ -141,14 +141,18 @@ pub const STATUS_LINE_BYTES: usize = 12;
 /// with no NTLM/Negotiate state and no capture in progress. Everything such a response could
 /// carry that matters follows a request that set the state: the answer to a Type-3 or to a
 /// Negotiate request (mutual-auth token, `Persistent-Auth`) is on a flow marked by its request.
-/// docs/design.md, "The fast path", says what this cannot see.
+/// docs/design.md, "The fast path", says what this cannot see. `from_tracked_port`: the
+/// source port is a tracked one (a server's or a frontend's), so the segment can be a
+/// response at all; requests never pay for the look at their start.
 #[inline(always)]
 pub fn plain_response(
     state: &FlowState,
+    from_tracked_port: bool,
     payload_len: u32,
     start: impl FnOnce() -> Option<[u8; STATUS_LINE_BYTES]>,
 ) -> bool {
-    if state.flags & (FLOW_NTLM_SEEN | FLOW_CAPTURING) != 0
+    if !from_tracked_port
+        || state.flags & (FLOW_NTLM_SEEN | FLOW_CAPTURING) != 0
         || payload_len < STATUS_LINE_BYTES as u32
     {
         return false;
@@ -315,22 +319,49 @@ mod tests {
             move || s.get(..STATUS_LINE_BYTES)?.try_into().ok()
         }
         let fresh = FlowState::default();
-        assert!(plain_response(&fresh, 100, start(b"HTTP/1.1 200 OK\r\n")));
-        assert!(plain_response(&fresh, 100, start(b"HTTP/1.0 302 Found")));
+        assert!(plain_response(
+            &fresh,
+            true,
+            100,
+            start(b"HTTP/1.1 200 OK\r\n")
+        ));
+        assert!(plain_response(
+            &fresh,
+            true,
+            100,
+            start(b"HTTP/1.0 302 Found")
+        ));
         for auth in [&b"HTTP/1.1 401 Unauthorized"[..], b"HTTP/1.1 407 Proxy"] {
-            assert!(!plain_response(&fresh, 100, start(auth)));
+            assert!(!plain_response(&fresh, true, 100, start(auth)));
         }
         // Not a response start: a request, a body, a cut start line.
-        assert!(!plain_response(&fresh, 100, start(b"GET / HTTP/1.1\r\n")));
-        assert!(!plain_response(&fresh, 100, start(b"<html><body>")));
-        assert!(!plain_response(&fresh, 11, start(b"HTTP/1.1 20")));
+        assert!(!plain_response(
+            &fresh,
+            true,
+            100,
+            start(b"GET / HTTP/1.1\r\n")
+        ));
+        assert!(!plain_response(&fresh, true, 100, start(b"<html><body>")));
+        assert!(!plain_response(&fresh, true, 11, start(b"HTTP/1.1 20")));
+        // From a client's port: a request, never looked at.
+        assert!(!plain_response(
+            &fresh,
+            false,
+            100,
+            start(b"HTTP/1.1 200 OK\r\n")
+        ));
         // A flow that carried NTLM, or is inside a capture window, is always scanned.
         for flags in [FLOW_NTLM_SEEN, FLOW_CAPTURING] {
             let st = FlowState {
                 flags,
                 ..FlowState::default()
             };
-            assert!(!plain_response(&st, 100, start(b"HTTP/1.1 200 OK\r\n")));
+            assert!(!plain_response(
+                &st,
+                true,
+                100,
+                start(b"HTTP/1.1 200 OK\r\n")
+            ));
         }
     }
 

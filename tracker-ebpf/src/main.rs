@@ -539,7 +539,9 @@ fn track<P: Packet>(ctx: &P, direction: u8) -> Result<(), ()> {
     if payload_len == 0 {
         return Ok(());
     }
-    if flow::plain_response(state, payload_len, || status_line(ctx, seg.payload_off)) {
+    if flow::plain_response(state, sp != 0, payload_len, || {
+        status_line(ctx, seg.payload_off)
+    }) {
         count(stat::PLAIN_RESPONSES);
         return Ok(());
     }
@@ -665,6 +667,8 @@ fn flow_update(
 /// instead of the whole segment.
 #[inline(always)]
 fn status_line<P: Packet>(ctx: &P, off: u32) -> Option<[u8; STATUS_LINE_BYTES]> {
+    // A helper copy, also on XDP's linear data: read in place at this variable offset, the
+    // verifier lost the bounds check LLVM had hoisted ("invalid access to packet").
     let mut start = [0u8; STATUS_LINE_BYTES];
     ctx.load(off, start.as_mut_ptr(), STATUS_LINE_BYTES as u32)
         .then_some(start)

@@ -1,5 +1,5 @@
 //! The kernel driver of the shared header scan ([`tracker_common::scan`]): the copy sits in
-//! the per-CPU scratch buffer and `bpf_loop` runs one scan step (one line) per call, so the
+//! the per-CPU scratch buffer and `bpf_loop` runs one scan step (up to 128 bytes) per call, so the
 //! verifier checks the callback a few times instead of every iteration. Only the byte window
 //! (masked, aligned loads) and the loop are kernel-specific.
 
@@ -44,6 +44,11 @@ impl Window for Scratch {
         };
         // `hi << (63 - k) << 1` is `hi << (64 - k)` without the undefined shift by 64 when k = 0.
         (lo >> k) | ((hi << (63 - k)) << 1)
+    }
+
+    #[inline(always)]
+    fn aligned(&self, off: u32) -> u64 {
+        unsafe { *(self.0.add((off & MASK & !7) as usize) as *const u64) }
     }
 
     #[inline(always)]

@@ -173,6 +173,11 @@ impl KernelModel {
         self.cfg.backends.iter().any(|b| b.contains(a))
     }
 
+    /// A port in the kernel's `TRACKED_PORTS` (a frontend port, or a backend pool's port).
+    fn is_tracked_port(&self, port: u16) -> bool {
+        self.cfg.frontend_ports.contains(&port) || self.cfg.backends.iter().any(|b| b.port == port)
+    }
+
     fn is_tracked(&self, k: &FlowKey) -> bool {
         if self.track_all {
             return true;
@@ -261,7 +266,8 @@ impl KernelModel {
         }
         // A capture cut shorter than the status line cannot be decided; the kernel always can.
         let start = || seg.payload.get(..flow::STATUS_LINE_BYTES)?.try_into().ok();
-        if flow::plain_response(&state, seg.payload_len, start) {
+        let from_tracked_port = self.track_all || self.is_tracked_port(seg.key.src_port);
+        if flow::plain_response(&state, from_tracked_port, seg.payload_len, start) {
             self.count(stat::PLAIN_RESPONSES);
             self.store(seg.key, state);
             return;
