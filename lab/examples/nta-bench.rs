@@ -514,8 +514,15 @@ fn per_packet(
     } else {
         (1_000_000u32, 5usize)
     };
-    let chunk = 10_000u32; // 10 k records of < 800 bytes fit the default 8 MiB ring
     let classes = classes()?;
+    // Runs per chunk so that a chunk's records fit the default 8 MiB ring with room to spare.
+    let longest = classes
+        .iter()
+        .filter(|c| c.event)
+        .map(|c| c.frame.len() + std::mem::size_of::<tracker_common::RecordHeader>())
+        .max()
+        .unwrap_or(1);
+    let chunk = (tracker_common::DEFAULT_RING_BYTES as usize / 2 / longest).max(1) as u32;
     prime_authenticated(tracker, ring)?;
     let hooks = [
         ("xdp", XDP_PROGRAM, XDP_BASELINE),

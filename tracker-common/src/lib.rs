@@ -67,8 +67,9 @@ pub struct EndpointKey {
 const _: () = assert!(core::mem::size_of::<EndpointKey>() == 18);
 
 /// Directional TCP 5-tuple (the protocol is always TCP). Addresses as IPv6, IPv4 mapped.
-/// Ports in host order.
-#[repr(C)]
+/// Ports in host order. 8-aligned so the kernel fills the addresses with word stores: at
+/// byte alignment LLVM called the BPF `memset`/`memmove` (byte loops) for them.
+#[repr(C, align(8))]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
 pub struct FlowKey {
     pub src_addr: [u8; 16],
@@ -82,6 +83,37 @@ pub struct FlowKey {
 const _: () = assert!(core::mem::size_of::<FlowKey>() == 40);
 
 impl FlowKey {
+    /// Fills the addresses and family from an IPv4 header's source and destination, as
+    /// IPv4-mapped IPv6 addresses.
+    #[inline(always)]
+    pub fn set_ipv4(&mut self, src: [u8; 4], dst: [u8; 4]) {
+        // ::ffff:a.b.c.d — bytes 10 and 11 are 0xff.
+        let mapped = |a: [u8; 4]| [0u64, 0xffff_0000 | (u64::from(u32::from_le_bytes(a)) << 32)];
+        self.set_words(mapped(src), mapped(dst), 4);
+    }
+
+    /// Fills the addresses and family from an IPv6 header's source and destination.
+    #[inline(always)]
+    pub fn set_ipv6(&mut self, src: &[u8; 16], dst: &[u8; 16]) {
+        self.set_words(bytes_to_words(src), bytes_to_words(dst), 6);
+    }
+
+    /// Five word stores, volatile so LLVM does not merge them into a `memset`/`memmove`: in
+    /// the kernel those are BPF functions that loop over bytes.
+    #[inline(always)]
+    fn set_words(&mut self, src: [u64; 2], dst: [u64; 2], family: u8) {
+        let p = self as *mut Self as *mut u64;
+        // SAFETY: FlowKey is 40 bytes, 8-aligned: words 0..4 are the addresses, and the
+        // 4-byte word at offset 36 holds `family` and the three padding bytes.
+        unsafe {
+            core::ptr::write_volatile(p, src[0]);
+            core::ptr::write_volatile(p.add(1), src[1]);
+            core::ptr::write_volatile(p.add(2), dst[0]);
+            core::ptr::write_volatile(p.add(3), dst[1]);
+            core::ptr::write_volatile((p as *mut u32).add(9), u32::from(family));
+        }
+    }
+
     /// The other direction of the same connection.
     #[inline(always)]
     pub fn reverse(&self) -> Self {
@@ -125,6 +157,23 @@ impl FlowKey {
             self.family,
         )
     }
+}
+
+#[inline(always)]
+fn bytes_to_words(a: &[u8; 16]) -> [u64; 2] {
+    let w = |i: usize| {
+        u64::from_le_bytes([
+            a[i],
+            a[i + 1],
+            a[i + 2],
+            a[i + 3],
+            a[i + 4],
+            a[i + 5],
+            a[i + 6],
+            a[i + 7],
+        ])
+    };
+    [w(0), w(8)]
 }
 
 #[inline(always)]
@@ -282,6 +331,25 @@ pub struct RecordHeader {
     pub _pad: [u8; 6],
 }
 const _: () = assert!(core::mem::size_of::<RecordHeader>() == 88);
+
+impl RecordHeader {
+    /// Copies `key` in and zeroes the padding with word stores, volatile so LLVM does not
+    /// turn them into calls to the BPF `memmove`/`memset` (loops over bytes).
+    #[inline(always)]
+    pub fn set_key_and_pad(&mut self, key: &FlowKey) {
+        let k = key as *const FlowKey as *const u64;
+        let h = self as *mut Self as *mut u64;
+        // SAFETY: both are 8-aligned repr(C) structs: the key is words 2..7 of the header
+        // (offset 16, 40 bytes); the padding is the u16 at 82 and the u32 at 84.
+        unsafe {
+            for i in 0..5 {
+                core::ptr::write_volatile(h.add(2 + i), core::ptr::read_volatile(k.add(i)));
+            }
+            core::ptr::write_volatile((h as *mut u16).add(41), 0);
+            core::ptr::write_volatile((h as *mut u32).add(21), 0);
+        }
+    }
+}
 
 /// The per-CPU scratch buffer the kernel fills before `bpf_ringbuf_output`.
 #[repr(C)]
@@ -511,6 +579,53 @@ mod tests {
             family,
             _pad: [0; 3],
         }
+    }
+
+    #[test]
+    fn word_stores_fill_what_field_stores_would() {
+        use super::RecordHeader;
+        use core::mem::offset_of;
+        assert_eq!(offset_of!(FlowKey, family), 36);
+        assert_eq!(offset_of!(RecordHeader, key), 16);
+        assert_eq!(offset_of!(RecordHeader, _pad), 82);
+        let mut k = FlowKey {
+            src_addr: [0xaa; 16],
+            dst_addr: [0xbb; 16],
+            src_port: 40000,
+            dst_port: 80,
+            family: 9,
+            _pad: [7; 3],
+        };
+        k.set_ipv4([198, 18, 0, 10], [198, 19, 0, 1]);
+        let mapped = |a: [u8; 4]| {
+            let mut m = [0u8; 16];
+            m[10] = 0xff;
+            m[11] = 0xff;
+            m[12..].copy_from_slice(&a);
+            m
+        };
+        assert_eq!(
+            k,
+            key(
+                mapped([198, 18, 0, 10]),
+                mapped([198, 19, 0, 1]),
+                40000,
+                80,
+                4
+            )
+        );
+        let (a, b): ([u8; 16], [u8; 16]) = (
+            core::array::from_fn(|i| i as u8),
+            core::array::from_fn(|i| 0x80 + i as u8),
+        );
+        k.set_ipv6(&a, &b);
+        assert_eq!(k, key(a, b, 40000, 80, 6));
+        let mut h = RecordHeader {
+            _pad: [9; 6],
+            ..RecordHeader::default()
+        };
+        h.set_key_and_pad(&k);
+        assert_eq!((h.key, h._pad, h.seq), (k, [0; 6], 0));
     }
 
     #[test]

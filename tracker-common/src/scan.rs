@@ -103,6 +103,24 @@ pub struct ScanState {
     pub at: u32,
 }
 
+const _: () = assert!(core::mem::size_of::<ScanState>() == 32);
+
+impl ScanState {
+    /// Zero, scanning `len` bytes. Eight volatile word stores: a struct assignment became a
+    /// call to the BPF `memset`, a loop over bytes.
+    #[inline(always)]
+    fn reset(&mut self, len: u32) {
+        let p = self as *mut Self as *mut u32;
+        // SAFETY: ScanState is 32 bytes of u32-aligned plain integers.
+        unsafe {
+            core::ptr::write_volatile(p, len);
+            for i in 1..8 {
+                core::ptr::write_volatile(p.add(i), 0);
+            }
+        }
+    }
+}
+
 /// Reads back a value just stored in the scan state. In the kernel the state is map memory,
 /// whose contents the verifier does not track: the branches that computed the value (four
 /// header names, optional whitespace, two schemes) meet again as one state instead of one
@@ -363,10 +381,7 @@ fn may_matter<W: Window>(w: &W, line: u32, len: u32) -> bool {
 /// segment may begin with a header line when the block continues from an earlier segment).
 #[inline(always)]
 pub fn scan_begin<W: Window>(w: &W, len: u32, c: &mut ScanState) {
-    *c = ScanState {
-        len,
-        ..ScanState::default()
-    };
+    c.reset(len);
     match_line(w, 0, c);
 }
 
