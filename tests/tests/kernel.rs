@@ -784,6 +784,43 @@ fn ring_buffer_overflow_is_counted_and_traffic_still_passes() {
     assert_eq!(stats["events"] + stats["ringbuf_full"], 50);
 }
 
+/// The loader's configuration reaches the programs (a read-only global, not a map): a
+/// shorter capture length cuts the copy, and is counted.
+#[test]
+fn configured_capture_length_is_what_the_programs_copy() {
+    if !support::privileged("configured_capture_length_is_what_the_programs_copy") {
+        return;
+    }
+    let cfg = TrackerConfig {
+        capture_len: 64,
+        ..config()
+    };
+    let mut tracker = Tracker::load(&cfg).unwrap();
+    let mut ring = tracker.take_events().unwrap();
+    let payload = frames::request(0, &format!("Authorization: NTLM {TYPE1}"));
+    assert!(payload.len() > 64);
+    let tcp = Tcp::new(40014, BACKEND_PORT, 1, ACK | PSH);
+    let frame = frames::tcp4(&[], frames::CLIENT4, frames::SERVER4, &tcp, &payload);
+    let p: &mut SchedClassifier = tracker
+        .ebpf_mut()
+        .program_mut(TC_PROGRAM)
+        .unwrap()
+        .try_into()
+        .unwrap();
+    p.test_run(TestRunOptions {
+        data_in: Some(&frame),
+        ..TestRunOptions::default()
+    })
+    .unwrap();
+    let item = ring.next().expect("one record");
+    let rec = Record::parse(&item).unwrap();
+    assert_eq!(rec.header.captured_len, 64);
+    assert_eq!(&rec.payload[..], &payload[..64]);
+    drop(item);
+    let stats: HashMap<_, _> = tracker.stats().unwrap().into_iter().collect();
+    assert_eq!(stats["capture_truncated"], 1, "{stats:?}");
+}
+
 /// A first per-packet cost figure (printed, not asserted: the benchmark harness owns targets).
 #[test]
 fn per_packet_cost_first_figure() {

@@ -23,6 +23,7 @@ pub mod names {
     pub const FLOWS: &str = "FLOWS";
     pub const ENDPOINTS: &str = "ENDPOINTS";
     pub const TRACKED_PORTS: &str = "TRACKED_PORTS";
+    /// A read-only global, not a map.
     pub const CONFIG: &str = "CONFIG";
     pub const EVENTS: &str = "EVENTS";
     pub const STATS: &str = "STATS";
@@ -358,7 +359,7 @@ pub struct Capture {
     pub data: [u8; CAPTURE_MAX + SCAN_SLACK],
 }
 
-/// `CONFIG[0]`, written by userspace before attaching.
+/// The kernel programs' read-only `CONFIG` global, written by the loader before verification.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Config {
@@ -374,15 +375,19 @@ pub struct Config {
 }
 const _: () = assert!(core::mem::size_of::<Config>() == 32);
 
+impl Config {
+    pub const DEFAULT: Self = Self {
+        capture_len: CAPTURE_MAX as u32,
+        continuation_bytes: DEFAULT_CONTINUATION_BYTES,
+        flags: 0,
+        _pad: 0,
+        identity_key: [0; 2],
+    };
+}
+
 impl Default for Config {
     fn default() -> Self {
-        Self {
-            capture_len: CAPTURE_MAX as u32,
-            continuation_bytes: DEFAULT_CONTINUATION_BYTES,
-            flags: 0,
-            _pad: 0,
-            identity_key: [0; 2],
-        }
+        Self::DEFAULT
     }
 }
 

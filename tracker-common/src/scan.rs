@@ -367,7 +367,9 @@ fn may_matter<W: Window>(w: &W, line: u32, len: u32) -> bool {
     if b == b'\r' || b == b'\n' {
         return true;
     }
-    if line + 4 > len {
+    // The first byte alone turns away most lines (Host, User-Agent, Cookie, Content-…).
+    let f = b | 0x20;
+    if !(f == b'a' || f == b'w' || f == b'p' || f == b'x') || line + 4 > len {
         return false;
     }
     let p = lower(w.word(line)) & 0xffff_ffff;
@@ -401,6 +403,8 @@ pub fn scan_step<W: Window>(w: &W, c: &mut ScanState) -> bool {
     let mut t = newline_bytes(w.aligned(at)) & (u64::MAX << ((pos & 7) * 8));
     let mut last = c.line;
     let mut found = false;
+    // Once a header matched, the next newline completes it.
+    let any_line = c.matched != 0;
     'words: for _ in 0..STEP_WORDS {
         for _ in 0..8 {
             if t == 0 {
@@ -413,7 +417,7 @@ pub fn scan_step<W: Window>(w: &W, c: &mut ScanState) -> bool {
                 return true;
             }
             last = nl + 1;
-            if c.matched != 0 || may_matter(w, last, len) {
+            if any_line || may_matter(w, last, len) {
                 found = true;
                 break 'words;
             }

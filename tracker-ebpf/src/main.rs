@@ -32,8 +32,17 @@ static ENDPOINTS: LpmTrie<EndpointKey, u8> = LpmTrie::with_max_entries(4096, 0);
 /// the verifier, so untracked traffic is rejected before any hash or trie lookup.
 #[map]
 static TRACKED_PORTS: Array<u8> = Array::with_max_entries(65536, 0);
-#[map]
-static CONFIG: Array<Config> = Array::with_max_entries(1, 0);
+/// Set by the loader (`override_global`) before the programs are verified: read-only data
+/// the verifier knows, so `capture_len` and the like are constants to it, and no map lookup.
+#[unsafe(no_mangle)]
+static CONFIG: Config = Config::DEFAULT;
+
+/// [`CONFIG`] through a pointer the compiler cannot see through: it would otherwise fold the
+/// default values compiled in here, not the ones the loader writes.
+#[inline(always)]
+fn config() -> &'static Config {
+    unsafe { &*core::ptr::read_volatile(&(&raw const CONFIG)) }
+}
 #[map]
 static EVENTS: RingBuf = RingBuf::with_byte_size(DEFAULT_RING_BYTES, 0);
 #[map]
@@ -492,9 +501,7 @@ fn track<P: Packet>(ctx: &P, direction: u8) -> Result<(), ()> {
     let Some(seg) = SEG.get_ptr_mut(0) else {
         return Ok(());
     };
-    let Some(cfg) = CONFIG.get(0) else {
-        return Ok(());
-    };
+    let cfg = config();
     {
         let seg = unsafe { &mut *seg };
         let (l4, l3_end) = match plain_l4 {

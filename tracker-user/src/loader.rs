@@ -108,14 +108,30 @@ pub struct Tracker {
 pub type Stats = Vec<(&'static str, u64)>;
 
 impl Tracker {
-    /// Loads and verifies the programs and fills `CONFIG`, `TRACKED_PORTS` and `ENDPOINTS`.
+    /// Loads and verifies the programs with their `CONFIG`, and fills `TRACKED_PORTS` and
+    /// `ENDPOINTS`.
     pub fn load(cfg: &TrackerConfig) -> anyhow::Result<Self> {
         cfg.validate()?;
         raise_memlock();
+        let mut key = [0u8; 16];
+        crate::pipeline::getrandom_fill(&mut key).context("reading /dev/urandom")?;
+        let (k0, k1) = key.split_at(8);
+        let identity_key = [
+            u64::from_le_bytes(k0.try_into().unwrap_or_default()),
+            u64::from_le_bytes(k1.try_into().unwrap_or_default()),
+        ];
+        let config = Config {
+            capture_len: cfg.capture_len,
+            continuation_bytes: cfg.continuation_bytes,
+            flags: 0,
+            _pad: 0,
+            identity_key,
+        };
         let mut ebpf = EbpfLoader::new()
             .map_max_entries(names::FLOWS, cfg.flow_capacity)
             .map_max_entries(names::AUTH_FLOWS, cfg.auth_flow_capacity)
             .map_max_entries(names::EVENTS, cfg.ring_bytes)
+            .override_global(names::CONFIG, &config, true)
             .load(ebpf_object())
             .map_err(|e| privilege_hint(anyhow!(e), "loading the eBPF maps"))?;
         for name in [XDP_PROGRAM, TC_PROGRAM] {
@@ -129,13 +145,6 @@ impl Tracker {
             }
             .map_err(|e| privilege_hint(anyhow!(e), &format!("loading program {name}")))?;
         }
-        let mut key = [0u8; 16];
-        crate::pipeline::getrandom_fill(&mut key).context("reading /dev/urandom")?;
-        let (k0, k1) = key.split_at(8);
-        let identity_key = [
-            u64::from_le_bytes(k0.try_into().unwrap_or_default()),
-            u64::from_le_bytes(k1.try_into().unwrap_or_default()),
-        ];
         let mut t = Self {
             ebpf,
             identity_key,
@@ -146,19 +155,6 @@ impl Tracker {
     }
 
     fn configure(&mut self, cfg: &TrackerConfig) -> anyhow::Result<()> {
-        let identity_key = self.identity_key;
-        let mut config: Array<_, Config> = Array::try_from(self.map_mut(names::CONFIG)?)?;
-        config.set(
-            0,
-            Config {
-                capture_len: cfg.capture_len,
-                continuation_bytes: cfg.continuation_bytes,
-                flags: 0,
-                _pad: 0,
-                identity_key,
-            },
-            0,
-        )?;
         let mut ports: HashMap<u16, u8> = HashMap::new();
         for b in &cfg.backends {
             *ports.entry(b.port).or_default() |= PORT_BACKEND;
