@@ -87,6 +87,24 @@ fn real_main() -> Result<()> {
         Figure::at_most("kernel.load_verify_s", load_s, "s", 2.0)
             .note("both programs and every map, as `run` loads them (release build)"),
     ];
+    // Both add cost to every program run: the figures are only comparable with them off.
+    for (name, path) in [
+        (
+            "kernel.bpf_stats_enabled",
+            "/proc/sys/kernel/bpf_stats_enabled",
+        ),
+        ("kernel.bpf_jit_harden", "/proc/sys/net/core/bpf_jit_harden"),
+    ] {
+        let v: f64 = fs::read_to_string(path)
+            .with_context(|| format!("reading {path}"))?
+            .trim()
+            .parse()
+            .with_context(|| format!("parsing {path}"))?;
+        if v != 0.0 {
+            eprintln!("nta-bench: warning: {path} is {v}: per-packet figures include its cost");
+        }
+        figs.push(Figure::at_most(name, v, "", 0.0).note("sysctl during the run; must be 0"));
+    }
     // Memory first: the maps as the daemon creates them, before any flow exists.
     figs.extend(memory()?);
     let (costs, kfigs) = per_packet(&mut tracker, &mut ring, &opts)?;

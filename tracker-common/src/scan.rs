@@ -68,6 +68,8 @@ pub struct Found {
     pub value_offset: u16,
     /// The blank line ending the header block is inside this segment.
     pub ended: bool,
+    /// When `ended`: the bytes up to and including that blank line.
+    pub head_len: u32,
     /// Value of the last complete `X-Forwarded-For` line (offset, length; length 0: none).
     pub xff_off: u32,
     pub xff_len: u32,
@@ -101,20 +103,22 @@ pub struct ScanState {
     pub xff: u32,
     /// Where a line's comparison continues (see [`settle`]).
     pub at: u32,
+    /// Just past the blank line ending the block (when `ended`).
+    pub end: u32,
 }
 
-const _: () = assert!(core::mem::size_of::<ScanState>() == 32);
+const _: () = assert!(core::mem::size_of::<ScanState>() == 36);
 
 impl ScanState {
-    /// Zero, scanning `len` bytes. Eight volatile word stores: a struct assignment became a
+    /// Zero, scanning `len` bytes. Nine volatile word stores: a struct assignment became a
     /// call to the BPF `memset`, a loop over bytes.
     #[inline(always)]
     fn reset(&mut self, len: u32) {
         let p = self as *mut Self as *mut u32;
-        // SAFETY: ScanState is 32 bytes of u32-aligned plain integers.
+        // SAFETY: ScanState is 36 bytes of u32-aligned plain integers.
         unsafe {
             core::ptr::write_volatile(p, len);
-            for i in 1..8 {
+            for i in 1..9 {
                 core::ptr::write_volatile(p.add(i), 0);
             }
         }
@@ -300,19 +304,24 @@ fn match_xff<W: Window>(w: &W, line: u32, c: &mut ScanState) {
 #[inline(always)]
 fn at_line<W: Window>(w: &W, line: u32, c: &mut ScanState) -> bool {
     if c.matched != 0 {
-        // A newline after the matched value: its line is complete.
+        // The first newline after the matched value completes its line; after that only
+        // the end of the block matters (a record carries the head, not what follows).
         c.complete = 1;
-        return true;
+    } else {
+        c.line = line;
     }
-    c.line = line;
     if line >= c.len {
         return false;
     }
     let first = w.byte(line);
     if first == b'\r' || first == b'\n' {
-        // Blank line: end of the header block.
+        // Blank line: end of the header block (CR LF, or a bare LF).
         c.ended = 1;
+        c.end = if first == b'\r' { line + 2 } else { line + 1 };
         return true;
+    }
+    if c.matched != 0 {
+        return false;
     }
     // Only lines starting like "authorization", "www-authenticate" or "proxy-…" can match.
     let f = first | 0x20;
@@ -337,6 +346,10 @@ pub fn lowest_byte(t: u64) -> u32 {
 /// `X-Forwarded-For`, or end the block) are skipped inside the step, so a step costs about
 /// one `bpf_loop` call per 128 bytes, not one per line.
 pub const STEP_WORDS: u32 = 16;
+
+/// Newlines one step takes from one word: header lines are longer than four bytes, so more
+/// is rare (a blank line right after a short one), and each slot is verified once per word.
+const NEWLINES_PER_WORD: u32 = 2;
 
 /// The newline bytes of the word at `at`, as a SWAR mask; the lowest flagged byte is always a
 /// real newline (borrows only run upwards).
@@ -404,9 +417,9 @@ pub fn scan_step<W: Window>(w: &W, c: &mut ScanState) -> bool {
     let mut last = c.line;
     let mut found = false;
     // Once a header matched, the next newline completes it.
-    let any_line = c.matched != 0;
+    let any_line = c.matched != 0 && c.complete == 0;
     'words: for _ in 0..STEP_WORDS {
-        for _ in 0..8 {
+        for _ in 0..NEWLINES_PER_WORD {
             if t == 0 {
                 break;
             }
@@ -421,6 +434,13 @@ pub fn scan_step<W: Window>(w: &W, c: &mut ScanState) -> bool {
                 found = true;
                 break 'words;
             }
+        }
+        if t != 0 {
+            // More newlines in this word than one step takes: the next step goes on from
+            // the last line start.
+            c.line = last;
+            c.pos = last;
+            return false;
         }
         at += 8;
         if at >= len {
@@ -451,6 +471,11 @@ pub fn scan_end<W: Window>(w: &W, c: &ScanState) -> Found {
         token: c.token,
         value_offset: c.value as u16,
         ended: c.ended != 0,
+        head_len: if c.ended != 0 && c.end <= len {
+            c.end
+        } else {
+            len
+        },
         ..Found::default()
     };
     let v = c.xff;
@@ -536,11 +561,39 @@ pub fn http_head<W: Window>(w: &W, len: u32) -> u8 {
     if len < 8 {
         return HEAD_NONE;
     }
-    if w.word(0) & 0xff_ffff_ffff == word(b"HTTP/\0\0\0") {
+    http_head_at(w, 0)
+}
+
+/// Bytes of a segment's copy a record carries: the head alone when the blank line ending it
+/// is in the segment and what follows does not start another head (a body stays in the
+/// kernel; pipelined heads stay with their segment), else everything copied — an unfinished
+/// head, or an auth line and its continuation.
+#[inline(always)]
+pub fn record_len<W: Window>(w: &W, found: &Found, copied: u32) -> u32 {
+    let head = found.head_len;
+    if !found.ended || head >= copied || head == 0 {
+        return copied;
+    }
+    if head + 8 <= copied {
+        // Read back after the comparisons: knowing `head + 8 ≤ copied ≤ CAPTURE_MAX`, the
+        // compiler dropped the window's offset mask and the verifier refused the load
+        // ("unbounded memory access").
+        let at = settle(&head);
+        if http_head_at(w, at) != HEAD_NONE {
+            return copied;
+        }
+    }
+    head
+}
+
+/// [`http_head`] of the bytes at `off` (at least eight there).
+#[inline(always)]
+fn http_head_at<W: Window>(w: &W, off: u32) -> u8 {
+    if w.word(off) & 0xff_ffff_ffff == word(b"HTTP/\0\0\0") {
         return HEAD_RESPONSE;
     }
     let upper = |b: u8| b.is_ascii_uppercase() || b == b'_';
-    if upper(w.byte(0)) && upper(w.byte(1)) && upper(w.byte(2)) {
+    if upper(w.byte(off)) && upper(w.byte(off + 1)) && upper(w.byte(off + 2)) {
         HEAD_REQUEST
     } else {
         HEAD_NONE
@@ -577,8 +630,11 @@ mod tests {
         assert!(!scan_bytes(b"GET / HTTP/1.1\r\nAuthorization: NTLMX abc\r\n\r\n").matched);
         assert!(!scan_bytes(b"GET / HTTP/1.1\r\nAuthorization: Basic abcdefgh\r\n\r\n").matched);
         assert!(!scan_bytes(b"GET / HTTP/1.1\r\n\r\nAuthorization: NTLM TlRMTVNTUAAB\r\n").matched);
-        let f = scan_bytes(b"HTTP/1.1 401 X\r\nProxy-Authenticate: NTLM\r\n\r\n");
-        assert!(f.matched && !f.ended);
+        let d = b"HTTP/1.1 401 X\r\nProxy-Authenticate: NTLM\r\n\r\n";
+        let f = scan_bytes(d);
+        // After a match the scan still finds the end of the head (the record's length).
+        assert!(f.matched && f.line_complete && f.ended);
+        assert_eq!(f.head_len as usize, d.len());
         assert_eq!(
             (f.header, f.token),
             (HDR_PROXY_AUTHENTICATE, TokenKind::None as u8)
@@ -693,6 +749,25 @@ mod tests {
                 String::from_utf8_lossy(&d)
             );
         }
+    }
+
+    #[test]
+    fn records_carry_the_head_not_the_body() {
+        let rec = |d: &[u8]| record_len(&Slice(d), &scan_bytes(d), d.len() as u32) as usize;
+        let head = b"POST /EWS/Exchange.asmx HTTP/1.1\r\nAuthorization: NTLM TlRMTVNTUAAD\r\n\r\n";
+        let mut with_body = head.to_vec();
+        with_body.extend_from_slice(b"<?xml version=\"1.0\"?><soap:Envelope/>");
+        assert_eq!(rec(&with_body), head.len());
+        // A pipelined head after it stays; so does everything of an unfinished head.
+        let mut pipelined = head.to_vec();
+        pipelined.extend_from_slice(b"GET /next HTTP/1.1\r\nHost: a\r\n\r\n");
+        assert_eq!(rec(&pipelined), pipelined.len());
+        let cut = b"GET / HTTP/1.1\r\nAuthorization: NTLM TlRMTVNT";
+        assert_eq!(rec(cut), cut.len());
+        // A bare LF blank line ends a head too.
+        let lf = b"HTTP/1.1 401 X\nWWW-Authenticate: NTLM\n\nbody";
+        assert_eq!(rec(lf), lf.len() - 4);
+        assert_eq!(rec(head), head.len());
     }
 
     #[test]

@@ -318,7 +318,8 @@ fn plain_ip<P: Packet>(ctx: &P, seg: &mut Segment, l4: usize) -> Result<(usize, 
 /// The network layer of every frame [`plain`] leaves alone: VLAN tags, IPv4 options or
 /// fragments, IPv6 extension headers, short or malformed headers. Fills the addresses of
 /// `seg` and returns the TCP header's offset and the end of the IP packet. Not inlined: the
-/// common case should not carry its instructions.
+/// common case should not carry its instructions. One body: every header variant ends in the
+/// same two values, and each rejection counts its reason on the spot.
 #[inline(never)]
 fn parse_cold<P: Packet>(ctx: &P, seg: &mut Segment) -> Result<(usize, usize), ()> {
     let mut off = ETH_HLEN;
@@ -477,6 +478,10 @@ fn is_tracked(key: &FlowKey, sp: u8, dp: u8) -> bool {
         || (sp & PORT_BACKEND != 0 && is_backend(&key.src_addr, key.src_port))
 }
 
+/// One packet, start to end. Kept as one body in the order the rules apply — fast path,
+/// parse, flow entry, close, status line, copy, scan, identity check, record — because
+/// replay's model (`KernelModel::segment`) mirrors it step for step and the differential
+/// test compares the two; each step itself is a shared rule in `tracker_common::flow`.
 // Keys by reference on purpose, as in `flow_update`.
 #[allow(clippy::needless_borrows_for_generic_args)]
 #[inline(always)]
@@ -578,6 +583,10 @@ fn track<P: Packet>(ctx: &P, direction: u8) -> Result<(), ()> {
         head != HEAD_NONE && authenticated_pass(seg, state.generation, cfg, &found, head);
     let kind = flow::record_kind(&mut Stats, continuation, &found, head, passed_silently);
     if kind != 0 {
+        let len = match scan::scratch() {
+            Some(w) => scan::record_len(&w, &found, copied),
+            None => copied,
+        };
         write_header(
             &mut cap.header,
             ctx,
@@ -586,13 +595,13 @@ fn track<P: Packet>(ctx: &P, direction: u8) -> Result<(), ()> {
             direction,
             unsafe { bpf_ktime_get_ns() },
             kind,
-            copied,
+            len,
         );
         cap.header.header = found.header;
         cap.header.scheme = found.scheme;
         cap.header.token = found.token;
         cap.header.value_offset = found.value_offset;
-        output(cap, copied);
+        output(cap, len);
     }
     flow::start_capture(state, &found, seq, payload_len, cfg.continuation_bytes);
     Ok(())
@@ -737,6 +746,9 @@ fn write_header<P: Packet>(
 
 #[inline(always)]
 fn output(cap: &Capture, copied: u32) {
+    // Read back, so the bounds below stay: the compiler could prove them from how `copied`
+    // was computed, the verifier could not ("unbounded memory access" on the length).
+    let copied = unsafe { core::ptr::read_volatile(&copied) };
     let len = (core::mem::size_of::<RecordHeader>() as u32
         + (copied & (2 * CAPTURE_MAX as u32 - 1))) as u64;
     let len = if len > core::mem::size_of::<Capture>() as u64 {

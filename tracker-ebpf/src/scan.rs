@@ -5,7 +5,7 @@
 
 use aya_ebpf::helpers::generated::bpf_loop;
 use core::ffi::c_void;
-pub use tracker_common::scan::Found;
+pub use tracker_common::scan::{Found, record_len};
 use tracker_common::{
     CAPTURE_MAX, identity,
     scan::{self, ScanState, Window},

@@ -316,14 +316,15 @@ impl KernelModel {
         };
         let kind = flow::record_kind(&mut self.stats, continuation, &found, head, passed_silently);
         if kind != 0 {
-            let mut h = header(kind, &state, copied as u32);
+            let len = scan::record_len(&window, &found, copied as u32);
+            let mut h = header(kind, &state, len);
             h.header = found.header;
             h.scheme = found.scheme;
             h.token = found.token;
             h.value_offset = found.value_offset;
             out.push(Record {
                 header: h,
-                payload: Bytes::copy_from_slice(data),
+                payload: Bytes::copy_from_slice(&data[..len as usize]),
             });
             self.count(stat::EVENTS);
         }
