@@ -42,7 +42,7 @@ pub mod names {
 pub const CAPTURE_MAX: usize = 4096;
 /// Slack after the capture buffer so the header scan may read a few bytes past any offset
 /// below `CAPTURE_MAX` without a bounds check per byte.
-pub const SCAN_SLACK: usize = 64;
+pub const SCAN_SLACK: usize = 128;
 /// Default capacity of the `FLOWS` LRU map.
 pub const DEFAULT_FLOW_CAPACITY: u32 = 1_000_000;
 /// Default size of the `EVENTS` ring buffer in bytes (power of two, multiple of the page).

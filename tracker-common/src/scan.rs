@@ -22,9 +22,12 @@ use crate::{
 pub trait Window {
     /// The eight bytes at `off`, little-endian.
     fn word(&self, off: u32) -> u64;
-    /// The eight bytes at `off`, a multiple of eight: one load where `word` needs two.
-    fn aligned(&self, off: u32) -> u64 {
-        self.word(off)
+    /// The eight bytes at `base + 8 * i`, `base` a multiple of eight and below
+    /// `CAPTURE_MAX`, `i` below `STEP_WORDS`: one load where `word` needs two, and in the
+    /// kernel one mask per step instead of one per word (the scratch buffer's slack covers
+    /// `i`).
+    fn aligned(&self, base: u32, i: u32) -> u64 {
+        self.word(base + 8 * i)
     }
     fn byte(&self, off: u32) -> u8;
 }
@@ -411,14 +414,15 @@ pub fn scan_step<W: Window>(w: &W, c: &mut ScanState) -> bool {
     if pos >= len {
         return true;
     }
-    let mut at = pos & !7;
+    let base = pos & !7;
+    let mut at = base;
     // The first word's bytes before `pos` were searched by the last step.
-    let mut t = newline_bytes(w.aligned(at)) & (u64::MAX << ((pos & 7) * 8));
+    let mut t = newline_bytes(w.aligned(base, 0)) & (u64::MAX << ((pos & 7) * 8));
     let mut last = c.line;
     let mut found = false;
     // Once a header matched, the next newline completes it.
     let any_line = c.matched != 0 && c.complete == 0;
-    'words: for _ in 0..STEP_WORDS {
+    'words: for i in 1..=STEP_WORDS {
         for _ in 0..NEWLINES_PER_WORD {
             if t == 0 {
                 break;
@@ -447,7 +451,9 @@ pub fn scan_step<W: Window>(w: &W, c: &mut ScanState) -> bool {
             c.line = last;
             return true;
         }
-        t = newline_bytes(w.aligned(at));
+        if i < STEP_WORDS {
+            t = newline_bytes(w.aligned(base, i));
+        }
     }
     if !found {
         c.line = last;

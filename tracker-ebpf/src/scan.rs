@@ -47,8 +47,9 @@ impl Window for Scratch {
     }
 
     #[inline(always)]
-    fn aligned(&self, off: u32) -> u64 {
-        unsafe { *(self.0.add((off & MASK & !7) as usize) as *const u64) }
+    fn aligned(&self, base: u32, i: u32) -> u64 {
+        // `i` is a constant in each unrolled copy: base masked once, then fixed offsets.
+        unsafe { *(self.0.add((base & MASK & !7) as usize + 8 * i as usize) as *const u64) }
     }
 
     #[inline(always)]
