@@ -16,7 +16,10 @@ use etherparse::{EtherType, NetSlice, SlicedPacket, TransportSlice};
 use pcap_file::{
     DataLink, PcapError,
     pcap::PcapParser,
-    pcapng::{Block, PcapNgParser},
+    pcapng::{
+        Block, PcapNgParser,
+        blocks::interface_description::{InterfaceDescriptionBlock, InterfaceDescriptionOption},
+    },
 };
 use tracker_common::FlowKey;
 
@@ -396,18 +399,16 @@ impl<'p> Replayer<'p> {
                 .next_block(rem)
                 .map_err(|e| packet_error(path, offset, e))?;
             rem = next;
-            let (iface, ts, pkt): (u32, u64, &[u8]) = match &block {
+            // pcap-file hands over the raw timestamp ticks (as if they were ns); their unit is
+            // the interface's `if_tsresol`.
+            let (iface, ticks, pkt): (u32, u64, &[u8]) = match &block {
                 Block::EnhancedPacket(epb) => (
                     epb.interface_id,
                     u64::try_from(epb.timestamp.as_nanos()).unwrap_or(u64::MAX),
                     &epb.data,
                 ),
                 Block::SimplePacket(spb) => (0, 0, &spb.data),
-                Block::Packet(pb) => (
-                    u32::from(pb.interface_id),
-                    pb.timestamp.saturating_mul(1000),
-                    &pb.data,
-                ),
+                Block::Packet(pb) => (u32::from(pb.interface_id), pb.timestamp, &pb.data),
                 _ => continue,
             };
             let Some(desc) = parser.interfaces().get(iface as usize) else {
@@ -426,6 +427,7 @@ impl<'p> Replayer<'p> {
                     link: format!("{:?} ({})", desc.linktype, u32::from(desc.linktype)),
                 });
             };
+            let ts = ticks_to_ns(ticks, desc);
             self.packet(link, ts, pkt, emit);
             if let Some(b) = bar
                 && self.summary.packets.is_multiple_of(4096)
@@ -435,6 +437,32 @@ impl<'p> Replayer<'p> {
         }
         Ok(())
     }
+}
+
+/// A pcapng timestamp in ns: `ticks` in the interface's `if_tsresol` unit (10^-r s, or
+/// 2^-r s with the top bit set; microseconds when the option is absent), plus its
+/// `if_tsoffset` seconds.
+fn ticks_to_ns(ticks: u64, desc: &InterfaceDescriptionBlock<'_>) -> u64 {
+    let mut resol = 6u8;
+    let mut offset_s = 0u64;
+    for o in &desc.options {
+        match o {
+            InterfaceDescriptionOption::IfTsResol(r) => resol = *r,
+            InterfaceDescriptionOption::IfTsOffset(s) => offset_s = *s,
+            _ => {}
+        }
+    }
+    let t = u128::from(ticks);
+    let ns = if resol & 0x80 != 0 {
+        let shift = u32::from(resol & 0x7f).min(127);
+        (t * 1_000_000_000) >> shift
+    } else if resol <= 9 {
+        t * 10u128.pow(u32::from(9 - resol))
+    } else {
+        t / 10u128.pow(u32::from(resol.min(38) - 9))
+    };
+    let ns = ns.saturating_add(u128::from(offset_s) * 1_000_000_000);
+    u64::try_from(ns).unwrap_or(u64::MAX)
 }
 
 fn header_error(path: &Path, e: PcapError) -> ReplayError {

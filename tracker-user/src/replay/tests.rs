@@ -12,7 +12,8 @@ use pcap_file::{
     pcapng::{
         PcapNgWriter,
         blocks::{
-            enhanced_packet::EnhancedPacketBlock, interface_description::InterfaceDescriptionBlock,
+            enhanced_packet::EnhancedPacketBlock,
+            interface_description::{InterfaceDescriptionBlock, InterfaceDescriptionOption},
         },
     },
 };
@@ -181,18 +182,35 @@ impl Cap {
     }
 
     fn write_pcapng(&self, name: &str) -> PathBuf {
+        self.write_pcapng_in(name, Some(9))
+    }
+
+    /// A pcapng whose timestamps are in `if_tsresol` units (`None`: the option absent, so
+    /// microseconds; `0x80 | r`: 2^-r s).
+    fn write_pcapng_in(&self, name: &str, tsresol: Option<u8>) -> PathBuf {
         let path = tmp(name);
         let mut w = PcapNgWriter::new(std::fs::File::create(&path).unwrap()).unwrap();
         w.write_pcapng_block(InterfaceDescriptionBlock {
             linktype: self.datalink(),
             snaplen: 65535,
-            options: vec![],
+            options: tsresol
+                .map(|r| vec![InterfaceDescriptionOption::IfTsResol(r)])
+                .unwrap_or_default(),
         })
         .unwrap();
+        let r = tsresol.unwrap_or(6);
+        let ticks = |ns: u64| -> u64 {
+            if r & 0x80 != 0 {
+                ((u128::from(ns) << (r & 0x7f)) / 1_000_000_000) as u64
+            } else {
+                ns / 10u64.pow(9 - u32::from(r))
+            }
+        };
         for (t, f) in &self.frames {
             w.write_pcapng_block(EnhancedPacketBlock {
                 interface_id: 0,
-                timestamp: Duration::from_nanos(*t),
+                // pcap-file writes the Duration's ns as the raw tick count.
+                timestamp: Duration::from_nanos(ticks(*t)),
                 original_len: f.len() as u32,
                 data: Cow::Borrowed(f),
                 options: vec![],
@@ -273,6 +291,38 @@ fn actions(v: &[serde_json::Value]) -> Vec<String> {
     v.iter()
         .map(|e| e["event"]["action"].as_str().unwrap_or("").to_string())
         .collect()
+}
+
+/// Microsecond pcapng files (the default when `if_tsresol` is absent) and binary
+/// resolutions give the same times, so the same windows and verdicts, as nanosecond ones.
+#[test]
+fn pcapng_timestamps_follow_if_tsresol() {
+    let cap = split_capture(L::Eth);
+    let runs: Vec<_> = [Some(9), None, Some(6), Some(0x80 | 20)]
+        .into_iter()
+        .enumerate()
+        .map(|(i, r)| {
+            let (_, err, out) = replay(
+                &cap.write_pcapng_in(&format!("tsresol{i}.pcapng"), r),
+                true,
+                true,
+            );
+            assert!(err.is_none(), "{r:?}: {err:?}");
+            out
+        })
+        .collect();
+    let stamps = |out: &[serde_json::Value]| -> Vec<String> {
+        out.iter()
+            .map(|e| e["@timestamp"].as_str().unwrap_or("").to_string())
+            .collect()
+    };
+    assert!(!runs[0].is_empty());
+    // Microseconds: every event time to the microsecond; 2^-20 s: within a microsecond.
+    for other in &runs[1..3] {
+        assert_eq!(actions(other), actions(&runs[0]));
+        assert_eq!(stamps(other), stamps(&runs[0]));
+    }
+    assert_eq!(actions(&runs[3]), actions(&runs[0]));
 }
 
 #[test]
