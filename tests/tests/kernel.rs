@@ -30,7 +30,8 @@ use tracker_user::{
 };
 
 const XDP_PASS: u32 = 2;
-const TC_ACT_OK: u32 = 0;
+/// The egress program hands every packet on (tcx `TCX_NEXT`).
+const TC_ACT_UNSPEC: u32 = -1i32 as u32;
 const BACKEND_PORT: u16 = 80;
 const FRONTEND_PORT: u16 = 8080;
 
@@ -117,7 +118,11 @@ impl Kernel {
 
     /// Egress (TC) then check the verdict.
     fn egress(&mut self, frame: &[u8]) {
-        assert_eq!(self.tc(frame), TC_ACT_OK, "TC must always pass the packet");
+        assert_eq!(
+            self.tc(frame),
+            TC_ACT_UNSPEC,
+            "TC must always pass the packet"
+        );
     }
 
     fn ingress(&mut self, frame: &[u8]) {
@@ -722,7 +727,7 @@ fn hostile_frames_pass_and_are_counted() {
         let mut tc_ran = false;
         let d = k.delta(|k| {
             if let Ok(verdict) = k.try_tc(frame) {
-                assert_eq!(verdict, TC_ACT_OK, "{what}");
+                assert_eq!(verdict, TC_ACT_UNSPEC, "{what}");
                 tc_ran = true;
             }
         });
@@ -776,7 +781,7 @@ fn ring_buffer_overflow_is_counted_and_traffic_still_passes() {
                 ..TestRunOptions::default()
             })
             .unwrap();
-        assert_eq!(r.return_value, TC_ACT_OK);
+        assert_eq!(r.return_value, TC_ACT_UNSPEC);
     }
     let stats: HashMap<_, _> = tracker.stats().unwrap().into_iter().collect();
     assert_eq!(stats["matched"], 50);

@@ -385,4 +385,95 @@ fn bad_input_gives_one_clear_error_and_leaves_nothing() {
         text.contains("ok   capabilities") && text.contains("ok   kernel"),
         "{text}"
     );
+
+    // A reader that went away (`check | head -1`): no panic, the exit status still the
+    // verdict.
+    let mut child = pair
+        .exec(&pair.client_ns)
+        .arg(tracker_bin())
+        .args(["check", "--iface", "nosuchif0"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take());
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+}
+
+/// Runs `traffic` with a classic clsact filter on the client interface's egress — the
+/// object's do-nothing `pass_tc` through cls_bpf, loaded and attached from inside the
+/// namespace — and returns how often that filter ran (BPF_ENABLE_STATS run count): the
+/// packets the chain handed on to it.
+fn classic_egress_filter_runs(pair: &Pair, traffic: impl FnOnce()) -> u64 {
+    use aya::programs::tc::{self, NlOptions, TcAttachOptions};
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel::<()>();
+    let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();
+    let ns = pair.client_ns.clone();
+    let iface = pair.client_if.clone();
+    let filter = std::thread::spawn(move || {
+        let f = std::fs::File::open(format!("/run/netns/{ns}")).unwrap();
+        use std::os::fd::AsRawFd;
+        // Only this thread enters the namespace.
+        assert_eq!(unsafe { libc::setns(f.as_raw_fd(), libc::CLONE_NEWNET) }, 0);
+        let _ = tc::qdisc_add_clsact(&iface);
+        let mut ebpf = aya::EbpfLoader::new()
+            .map_max_entries(tracker_common::names::FLOWS, 1024)
+            .load(tracker_user::loader::ebpf_object())
+            .unwrap();
+        let prog: &mut SchedClassifier = ebpf
+            .program_mut(tracker_common::names::TC_BASELINE)
+            .unwrap()
+            .try_into()
+            .unwrap();
+        prog.load().unwrap();
+        prog.attach_with_options(
+            &iface,
+            TcAttachType::Egress,
+            TcAttachOptions::Netlink(NlOptions::default()),
+        )
+        .unwrap();
+        let _stats = aya::sys::enable_stats(aya::sys::Stats::RunTime).unwrap();
+        let before = prog.info().unwrap().run_count();
+        ready_tx.send(()).unwrap();
+        done_rx.recv().unwrap();
+        prog.info().unwrap().run_count() - before
+    });
+    ready_rx.recv().unwrap();
+    traffic();
+    done_tx.send(()).unwrap();
+    filter.join().unwrap()
+}
+
+/// An observer never ends the chain: a classic clsact filter on the same egress keeps seeing
+/// every packet while the tracker's tcx program is attached (on tcx, `TC_ACT_OK` would stop
+/// it), and the tracker still reports what it sees.
+#[test]
+fn other_egress_filters_keep_running_with_the_tracker_attached() {
+    if !support::privileged("other_egress_filters_keep_running_with_the_tracker_attached") {
+        return;
+    }
+    let mut pair = Pair::new("c");
+    pair.listen();
+    let mut d = daemon(&pair, &["--backend", "198.18.200.0/30:80"]);
+    assert_eq!(pair.attached(), (true, 1));
+    let n = 5;
+    let runs = classic_egress_filter_runs(&pair, || {
+        for _ in 0..n {
+            pair.curl(&[
+                "-H",
+                "Authorization: NTLM TlRMTVNTUAABAAAAB4IIogAAAAAAAAAAAAAAAAAAAAAGAbEdAAAADw==",
+            ]);
+        }
+    });
+    let events = d.collect(Duration::from_secs(10), |e| messages(e).len() >= n);
+    assert_eq!(messages(&events).len(), n, "{events:#?}");
+    // Each curl sends at least SYN, the request, an ACK and FIN: all through the filter.
+    assert!(
+        runs >= 4 * n as u64,
+        "the classic egress filter ran only {runs} times"
+    );
+    assert!(d.interrupt().success());
 }

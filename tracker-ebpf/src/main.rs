@@ -7,7 +7,7 @@
 mod scan;
 
 use aya_ebpf::{
-    bindings::{TC_ACT_OK, xdp_action},
+    bindings::{TC_ACT_UNSPEC, xdp_action},
     helpers::{bpf_ktime_get_ns, generated::bpf_skb_load_bytes, generated::bpf_xdp_load_bytes},
     macros::{classifier, map, xdp},
     maps::{Array, LpmTrie, LruHashMap, PerCpuArray, RingBuf, lpm_trie::Key},
@@ -135,10 +135,13 @@ pub fn ntlm_ingress(ctx: XdpContext) -> u32 {
     xdp_action::XDP_PASS
 }
 
+/// Returns `TC_ACT_UNSPEC` (tcx: `TCX_NEXT`), never `TC_ACT_OK`: on tcx `TC_ACT_OK` is
+/// `TCX_PASS`, which ends the chain, so every tcx program after ours and every classic
+/// clsact filter on the interface would stop running. An observer hands the packet on.
 #[classifier]
 pub fn ntlm_egress(ctx: TcContext) -> i32 {
     let _ = track(&ctx, DIR_EGRESS);
-    TC_ACT_OK
+    TC_ACT_UNSPEC
 }
 
 /// Baselines for the benchmark harness: the same program types, loaded the same way, doing
@@ -150,7 +153,7 @@ pub fn pass_xdp(_ctx: XdpContext) -> u32 {
 
 #[classifier]
 pub fn pass_tc(_ctx: TcContext) -> i32 {
-    TC_ACT_OK
+    TC_ACT_UNSPEC
 }
 
 #[inline(always)]

@@ -89,7 +89,7 @@ pub fn run(interfaces: &[String]) -> Vec<Finding> {
         ok: kernel_ok,
         required: true,
         detail: kv
-            .map(|v| format!("{v:?}"))
+            .map(|v| format!("Linux {v}"))
             .unwrap_or_else(|| "unknown".into()),
         fix: (!kernel_ok).then(|| format!("upgrade to Linux {maj}.{min} or newer")),
     });

@@ -200,25 +200,36 @@ fn main() {
 
 fn check_cmd(ifaces: &[String]) -> i32 {
     let findings = check::run(ifaces);
-    let mut fail = false;
-    for f in &findings {
+    let fail = findings.iter().any(|f| !f.ok && f.required);
+    // A closed stdout (`check | head -1`) ends the listing, not the process with a panic:
+    // the exit status still says whether the host can run the tracker.
+    let _ = write_findings(&mut std::io::stdout().lock(), &findings, fail);
+    i32::from(fail)
+}
+
+fn write_findings(
+    out: &mut impl Write,
+    findings: &[check::Finding],
+    fail: bool,
+) -> std::io::Result<()> {
+    for f in findings {
         let mark = match (f.ok, f.required) {
             (true, _) => "ok  ",
             (false, true) => "FAIL",
             (false, false) => "warn",
         };
-        fail |= !f.ok && f.required;
-        println!("{mark} {:<22} {}", f.name, f.detail);
+        writeln!(out, "{mark} {:<22} {}", f.name, f.detail)?;
         if let Some(fix) = &f.fix {
-            println!("     {:<22} fix: {fix}", "");
+            writeln!(out, "     {:<22} fix: {fix}", "")?;
         }
     }
     if fail {
-        println!("this host cannot run ntlm-affinity yet: apply the fixes above");
-        1
+        writeln!(
+            out,
+            "this host cannot run ntlm-affinity yet: apply the fixes above"
+        )
     } else {
-        println!("this host can run ntlm-affinity");
-        0
+        writeln!(out, "this host can run ntlm-affinity")
     }
 }
 

@@ -25,7 +25,8 @@ use tracker_user::{
 };
 
 const XDP_PASS: u32 = 2;
-const TC_ACT_OK: u32 = 0;
+/// The egress program hands every packet on (tcx `TCX_NEXT`).
+const TC_ACT_UNSPEC: u32 = -1i32 as u32;
 /// BPF_PROG_TEST_RUN takes at most a page (less head- and tailroom) of packet data.
 const TEST_RUN_MAX: usize = 3400;
 
@@ -97,7 +98,7 @@ impl Differential {
         }
         self.frames += 1;
         let verdict = self.run(ingress, frame);
-        let pass = if ingress { XDP_PASS } else { TC_ACT_OK };
+        let pass = if ingress { XDP_PASS } else { TC_ACT_UNSPEC };
         if verdict != pass {
             return Err(format!("the program returned {verdict}, not pass"));
         }
