@@ -110,6 +110,7 @@ impl ClientSchemes {
             .iter()
             .take(limit)
             .map(|(client, c)| {
+                let client = terminal_label(client, 40);
                 let why = c
                     .ntlm_reasons
                     .iter()
@@ -133,10 +134,48 @@ impl ClientSchemes {
     }
 }
 
+/// A client label as a terminal may show it: the `X-Forwarded-For` value comes from the
+/// network, so control characters (an escape sequence could rewrite the operator's screen)
+/// and bidirectional overrides are shown escaped, and a long value is cut at `max` chars.
+pub fn terminal_label(s: &str, max: usize) -> String {
+    let mut out = String::new();
+    for (n, ch) in s.chars().enumerate() {
+        if n == max {
+            out.push('…');
+            break;
+        }
+        let bidi = matches!(ch, '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}');
+        if ch.is_control() || bidi {
+            out.extend(ch.escape_default());
+        } else {
+            out.push(ch);
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
+
+    #[test]
+    fn client_labels_cannot_drive_the_terminal() {
+        assert_eq!(terminal_label("198.18.0.12", 40), "198.18.0.12");
+        let hostile = "\u{1b}[2J\u{1b}]0;owned\u{7}10.0.0.1\u{202e}";
+        let l = terminal_label(hostile, 40);
+        assert!(
+            !l.chars().any(|c| c.is_control() || c == '\u{202e}'),
+            "{l:?}"
+        );
+        assert!(l.starts_with("\\u{1b}[2J"), "{l:?}");
+        let long = "1".repeat(100);
+        assert_eq!(terminal_label(&long, 40).chars().count(), 41);
+        // Through the summary as well.
+        let mut c = ClientSchemes::default();
+        c.ntlm(&client(hostile), None);
+        assert!(c.report(5).iter().all(|r| !r.contains('\u{1b}')));
+    }
 
     fn client(xff: &str) -> ClientIdentity {
         ClientIdentity {
