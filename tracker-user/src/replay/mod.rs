@@ -287,32 +287,9 @@ impl<'p> Replayer<'p> {
         })?;
         let len = file.metadata().map(|m| m.len()).unwrap_or(0);
         self.summary.file_bytes = len;
-        if len < 24 {
-            let data = std::fs::read(path).map_err(|error| ReplayError::Open {
-                path: p.clone(),
-                error,
-            })?;
-            return self.bytes(&p, &data, emit);
-        }
-        // SAFETY: the map is read-only and private to this process; a capture file changed by
-        // another process while we read it can only give us wrong packets, which the parsers
-        // bound-check like any other input.
-        let map = unsafe { memmap2::Mmap::map(&file) }.map_err(|error| ReplayError::Open {
-            path: p.clone(),
-            error,
-        })?;
-        self.bytes(&p, &map, emit)
-    }
-
-    fn bytes(
-        &mut self,
-        path: &Path,
-        data: &[u8],
-        emit: &mut dyn FnMut(&Output),
-    ) -> Result<(), ReplayError> {
         let bar = if self.progress {
             let b = indicatif::ProgressBar::with_draw_target(
-                Some(data.len() as u64),
+                Some(len),
                 indicatif::ProgressDrawTarget::stderr_with_hz(4),
             );
             if let Ok(style) = indicatif::ProgressStyle::with_template(
@@ -324,22 +301,24 @@ impl<'p> Replayer<'p> {
         } else {
             None
         };
-        let total = data.len();
-        let magic = data
+        let mut feed = Feed::new(file, path);
+        feed.fill_to(4)?;
+        let magic = feed
+            .data()
             .get(..4)
             .map(|m| u32::from_le_bytes([m[0], m[1], m[2], m[3]]));
         let result = match magic {
             Some(0xa1b2_c3d4 | 0xd4c3_b2a1 | 0xa1b2_3c4d | 0x4d3c_b2a1) => {
-                self.pcap(path, data, emit, bar.as_ref())
+                self.pcap(&mut feed, emit, bar.as_ref())
             }
-            Some(0x0a0d_0d0a) => self.pcapng(path, data, emit, bar.as_ref()),
+            Some(0x0a0d_0d0a) => self.pcapng(&mut feed, emit, bar.as_ref()),
             Some(m) => Err(ReplayError::NotCapture {
-                path: path.to_path_buf(),
+                path: p.clone(),
                 detail: format!("magic number {m:#010x}"),
             }),
             None => Err(ReplayError::NotCapture {
-                path: path.to_path_buf(),
-                detail: format!("{total} bytes, too short for a capture header"),
+                path: p.clone(),
+                detail: format!("{len} bytes, too short for a capture header"),
             }),
         };
         if let Some(b) = bar {
@@ -350,55 +329,99 @@ impl<'p> Replayer<'p> {
 
     fn pcap(
         &mut self,
-        path: &Path,
-        data: &[u8],
+        feed: &mut Feed,
         emit: &mut dyn FnMut(&Output),
         bar: Option<&indicatif::ProgressBar>,
     ) -> Result<(), ReplayError> {
-        let total = data.len() as u64;
-        let (mut rem, parser) = PcapParser::new(data).map_err(|e| header_error(path, e))?;
+        let parser = loop {
+            let header =
+                PcapParser::new(feed.data()).map(|(rest, p)| (feed.data().len() - rest.len(), p));
+            match header {
+                Ok((used, parser)) => {
+                    feed.consume(used);
+                    break parser;
+                }
+                Err(PcapError::IncompleteBuffer) if feed.fill()? => {}
+                Err(e) => return Err(header_error(feed.path(), e)),
+            }
+        };
         let header = parser.header();
         let Some(link) = link_of(header.datalink) else {
             return Err(ReplayError::LinkType {
-                path: path.to_path_buf(),
+                path: feed.path().to_path_buf(),
                 offset: 20,
                 link: format!("{:?} ({})", header.datalink, u32::from(header.datalink)),
             });
         };
-        while !rem.is_empty() {
-            let offset = total - rem.len() as u64;
-            match parser.next_packet(rem) {
-                Ok((next, pkt)) => {
-                    rem = next;
+        loop {
+            if feed.data().is_empty() && !feed.fill()? {
+                return Ok(());
+            }
+            let offset = feed.offset();
+            match parser.next_packet(feed.data()) {
+                Ok((rest, pkt)) => {
+                    let used = feed.data().len() - rest.len();
                     let ts = u64::try_from(pkt.timestamp.as_nanos()).unwrap_or(u64::MAX);
                     self.packet(link, ts, &pkt.data, emit);
+                    feed.consume(used);
                     if let Some(b) = bar
                         && self.summary.packets.is_multiple_of(4096)
                     {
                         b.set_position(offset);
                     }
                 }
-                Err(e) => return Err(packet_error(path, offset, e)),
+                Err(PcapError::IncompleteBuffer) => {
+                    if !feed.fill()? {
+                        return Err(packet_error(
+                            feed.path(),
+                            offset,
+                            PcapError::IncompleteBuffer,
+                        ));
+                    }
+                }
+                Err(e) => return Err(packet_error(feed.path(), offset, e)),
             }
         }
-        Ok(())
     }
 
     fn pcapng(
         &mut self,
-        path: &Path,
-        data: &[u8],
+        feed: &mut Feed,
         emit: &mut dyn FnMut(&Output),
         bar: Option<&indicatif::ProgressBar>,
     ) -> Result<(), ReplayError> {
-        let total = data.len() as u64;
-        let (mut rem, mut parser) = PcapNgParser::new(data).map_err(|e| header_error(path, e))?;
-        while !rem.is_empty() {
-            let offset = total - rem.len() as u64;
-            let (next, block) = parser
-                .next_block(rem)
-                .map_err(|e| packet_error(path, offset, e))?;
-            rem = next;
+        let mut parser = loop {
+            let header =
+                PcapNgParser::new(feed.data()).map(|(rest, p)| (feed.data().len() - rest.len(), p));
+            match header {
+                Ok((used, parser)) => {
+                    feed.consume(used);
+                    break parser;
+                }
+                Err(PcapError::IncompleteBuffer) if feed.fill()? => {}
+                Err(e) => return Err(header_error(feed.path(), e)),
+            }
+        };
+        loop {
+            if feed.data().is_empty() && !feed.fill()? {
+                return Ok(());
+            }
+            let offset = feed.offset();
+            let (rest, block) = match parser.next_block(feed.data()) {
+                Ok(v) => v,
+                Err(PcapError::IncompleteBuffer) => {
+                    if !feed.fill()? {
+                        return Err(packet_error(
+                            feed.path(),
+                            offset,
+                            PcapError::IncompleteBuffer,
+                        ));
+                    }
+                    continue;
+                }
+                Err(e) => return Err(packet_error(feed.path(), offset, e)),
+            };
+            let used = feed.data().len() - rest.len();
             // pcap-file hands over the raw timestamp ticks (as if they were ns); their unit is
             // the interface's `if_tsresol`.
             let (iface, ticks, pkt): (u32, u64, &[u8]) = match &block {
@@ -409,11 +432,14 @@ impl<'p> Replayer<'p> {
                 ),
                 Block::SimplePacket(spb) => (0, 0, &spb.data),
                 Block::Packet(pb) => (u32::from(pb.interface_id), pb.timestamp, &pb.data),
-                _ => continue,
+                _ => {
+                    feed.consume(used);
+                    continue;
+                }
             };
             let Some(desc) = parser.interfaces().get(iface as usize) else {
                 return Err(ReplayError::Corrupt {
-                    path: path.to_path_buf(),
+                    path: feed.path().to_path_buf(),
                     offset,
                     detail: format!(
                         "packet names interface {iface}, which no interface description block declared"
@@ -422,19 +448,109 @@ impl<'p> Replayer<'p> {
             };
             let Some(link) = link_of(desc.linktype) else {
                 return Err(ReplayError::LinkType {
-                    path: path.to_path_buf(),
+                    path: feed.path().to_path_buf(),
                     offset,
                     link: format!("{:?} ({})", desc.linktype, u32::from(desc.linktype)),
                 });
             };
             let ts = ticks_to_ns(ticks, desc);
             self.packet(link, ts, pkt, emit);
+            feed.consume(used);
             if let Some(b) = bar
                 && self.summary.packets.is_multiple_of(4096)
             {
                 b.set_position(offset);
             }
         }
+    }
+}
+
+/// The capture file read in bounded chunks, not mapped: a file that shrinks or is still being
+/// written while it is replayed ends the replay with an error (or at its current end), never
+/// with SIGBUS, and memory stays at the largest block, not the file.
+pub(crate) struct Feed<'p> {
+    file: std::fs::File,
+    path: &'p Path,
+    buf: Vec<u8>,
+    start: usize,
+    end: usize,
+    /// File offset of `buf[start]`.
+    offset: u64,
+}
+
+/// Bytes read at a time; a block larger than this grows the buffer, up to `MAX_BLOCK`.
+const CHUNK: usize = 1 << 20;
+/// The largest block (pcapng) or record (pcap) read: a length field beyond it is corrupt.
+const MAX_BLOCK: usize = 64 << 20;
+
+impl<'p> Feed<'p> {
+    fn new(file: std::fs::File, path: &'p Path) -> Self {
+        Self {
+            file,
+            path,
+            buf: vec![0; CHUNK],
+            start: 0,
+            end: 0,
+            offset: 0,
+        }
+    }
+
+    fn path(&self) -> &Path {
+        self.path
+    }
+
+    fn data(&self) -> &[u8] {
+        &self.buf[self.start..self.end]
+    }
+
+    fn offset(&self) -> u64 {
+        self.offset
+    }
+
+    fn consume(&mut self, n: usize) {
+        let n = n.min(self.end - self.start);
+        self.start += n;
+        self.offset += n as u64;
+    }
+
+    /// Reads more bytes after what is buffered; false at the end of the file.
+    fn fill(&mut self) -> Result<bool, ReplayError> {
+        if self.start > 0 {
+            self.buf.copy_within(self.start..self.end, 0);
+            self.end -= self.start;
+            self.start = 0;
+        }
+        if self.end == self.buf.len() {
+            if self.buf.len() >= MAX_BLOCK {
+                return Err(ReplayError::Corrupt {
+                    path: self.path.to_path_buf(),
+                    offset: self.offset,
+                    detail: format!("a block longer than {} MiB", MAX_BLOCK >> 20),
+                });
+            }
+            self.buf.resize((self.buf.len() * 2).min(MAX_BLOCK), 0);
+        }
+        loop {
+            match std::io::Read::read(&mut self.file, &mut self.buf[self.end..]) {
+                Ok(0) => return Ok(false),
+                Ok(n) => {
+                    self.end += n;
+                    return Ok(true);
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(error) => {
+                    return Err(ReplayError::Open {
+                        path: self.path.to_path_buf(),
+                        error,
+                    });
+                }
+            }
+        }
+    }
+
+    /// Buffers at least `n` bytes unless the file is shorter.
+    fn fill_to(&mut self, n: usize) -> Result<(), ReplayError> {
+        while self.end - self.start < n && self.fill()? {}
         Ok(())
     }
 }

@@ -396,6 +396,45 @@ fn truncated_capture_keeps_earlier_verdicts_and_names_the_offset() {
     let _ = std::fs::remove_file(&path);
 }
 
+/// A capture cut short while it is being replayed (log rotation, a capture still being
+/// written and restarted): the replay ends with a clear error at the offset it reached, not
+/// SIGBUS — the file is read in chunks, never mapped.
+#[test]
+fn a_capture_that_shrinks_during_replay_is_an_error_not_a_crash() {
+    let mut cap = split_capture(L::Eth);
+    // Past several read chunks, with the handshake at the start.
+    while cap.frames.len() < 60_000 {
+        cap.noise();
+    }
+    for fmt in ["pcap", "pcapng"] {
+        let path = if fmt == "pcap" {
+            cap.write_pcap("shrink.pcap")
+        } else {
+            cap.write_pcapng("shrink.pcapng")
+        };
+        let full = std::fs::metadata(&path).unwrap().len();
+        assert!(full > 3 * (1 << 20), "{full} bytes");
+        let mut p = Pipeline::new(config(true, false));
+        let mut cut = false;
+        let (_, err) = Replayer::new(&mut p, model(), false).run(&path, &mut |_| {
+            if !cut {
+                // The first message: truncate the file under the reader.
+                std::fs::OpenOptions::new()
+                    .write(true)
+                    .open(&path)
+                    .unwrap()
+                    .set_len(full / 2)
+                    .unwrap();
+                cut = true;
+            }
+        });
+        assert!(cut, "{fmt}: no message before the cut");
+        let err = err.expect("an error");
+        assert!(matches!(err, ReplayError::Truncated { .. }), "{fmt}: {err}");
+        let _ = std::fs::remove_file(&path);
+    }
+}
+
 #[test]
 fn garbage_empty_and_unsupported_files_are_clear_errors() {
     let path = tmp("garbage.pcap");
