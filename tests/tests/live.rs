@@ -216,6 +216,23 @@ fn live_curl_ntlm_is_reported_and_nothing_stays_attached() {
         (true, 1),
         "XDP and one tcx egress program while running"
     );
+    // Once attached the daemon holds CAP_BPF only (tcx and XDP links close with their fds),
+    // and its memory — raw Type-3 tokens in reassembly buffers — cannot become a core file.
+    let pid = d.pid().to_string();
+    let eff = tracker_user::privilege::effective(&pid).unwrap();
+    assert_eq!(
+        eff,
+        1 << tracker_user::privilege::CAP_BPF,
+        "CapEff {eff:#x} of the running daemon"
+    );
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    assert!(status.contains("CapPrm:\t0000008000000000"), "{status}");
+    let limits = std::fs::read_to_string(format!("/proc/{pid}/limits")).unwrap();
+    let core = limits
+        .lines()
+        .find(|l| l.starts_with("Max core file size"))
+        .unwrap();
+    assert_eq!(core.split_whitespace().nth(4), Some("0"), "{core}");
     pair.curl(&["--ntlm", "-u", "LAB\\alice:Passw0rd!"]);
     let type3 = "TlRMTVNTUAADAAAAGAAYAEAAAAAYABgAWAAAAAAAAAAAAAAAAAAAAA==";
     pair.curl(&["-H", &format!("Authorization: Negotiate {type3}")]);

@@ -40,14 +40,7 @@ const CAPS: [(u32, &str); 3] = [(39, "CAP_BPF"), (12, "CAP_NET_ADMIN"), (38, "CA
 const CAP_SYS_ADMIN: u32 = 21;
 
 fn effective_caps() -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("CapEff:"))
-                .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
-        })
-        .unwrap_or(0)
+    crate::privilege::effective("self").unwrap_or(0)
 }
 
 /// The capabilities the tracker needs that this process lacks (CAP_SYS_ADMIN covers BPF

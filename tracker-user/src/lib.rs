@@ -11,6 +11,7 @@ pub mod event;
 pub mod http;
 pub mod loader;
 pub mod pipeline;
+pub mod privilege;
 pub mod reassembly;
 pub mod record;
 pub mod replay;

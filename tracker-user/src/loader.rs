@@ -183,6 +183,13 @@ impl Tracker {
             .ok_or_else(|| anyhow!("map {name} missing from the eBPF object"))
     }
 
+    /// Whether everything this tracker attaches is a BPF link, detached by closing its fd:
+    /// XDP always is on the kernels we support; TC is a tcx link from Linux 6.6, a clsact
+    /// filter (removed by netlink, CAP_NET_ADMIN) before.
+    pub fn links_only(&self) -> bool {
+        KernelVersion::current().is_ok_and(|v| v >= KernelVersion::new(6, 6, 0))
+    }
+
     /// Attaches XDP (ingress) and TC (egress) to `iface`. On error nothing stays attached to
     /// this interface; earlier interfaces stay attached until the Tracker is dropped.
     pub fn attach(&mut self, iface: &str, mode: XdpMode) -> anyhow::Result<()> {

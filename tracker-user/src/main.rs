@@ -19,6 +19,7 @@ use tracker_user::{
     event, http,
     loader::{AuthFlows, Tracker, TrackerConfig},
     pipeline::{self, Pipeline},
+    privilege,
     replay::{self, kernel_model::ModelConfig},
 };
 
@@ -254,15 +255,19 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
             anyhow::bail!("no interface named `{iface}` in this network namespace (see `ip link`)");
         }
     }
+    privilege::no_core_dumps().context("turning core dumps off")?;
     let mut tracker = Tracker::load(&cfg)?;
     for iface in &args.ifaces {
         tracker.attach(iface, cfg.xdp_mode)?;
     }
+    let kept = privilege::drop_after_attach(!tracker.links_only())
+        .context("dropping capabilities after attaching")?;
     eprintln!(
-        "ntlm-affinity: attached to {} (XDP ingress, TC egress); tracking {} backend range(s), {} frontend port(s); Ctrl-C to stop",
+        "ntlm-affinity: attached to {} (XDP ingress, TC egress); tracking {} backend range(s), {} frontend port(s); holding {} only; Ctrl-C to stop",
         args.ifaces.join(", "),
         cfg.backends.len(),
-        cfg.frontend_ports.len()
+        cfg.frontend_ports.len(),
+        kept.join(", ")
     );
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -360,6 +365,11 @@ fn emit(out: &mut impl Write, ctx: &event::Context, outputs: &mut Vec<pipeline::
 }
 
 fn replay_cmd(args: &ReplayArgs) -> i32 {
+    // A capture holds Type-3 tokens too: none of it may end up in a core file.
+    if let Err(e) = privilege::no_core_dumps() {
+        eprintln!("ntlm-affinity: turning core dumps off: {e}");
+        return 1;
+    }
     let mut pipeline = Pipeline::new(pipeline_config(
         &args.out,
         &args.backends,

@@ -82,6 +82,11 @@ impl Tracker {
     }
 
     /// Collects NDJSON objects until `want` says enough or the timeout passes.
+    /// The daemon's process id (`ip netns exec` execs it in place).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     pub fn collect(&self, timeout: Duration, want: impl Fn(&[Value]) -> bool) -> Vec<Value> {
         let deadline = Instant::now() + timeout;
         let mut got = Vec::new();
