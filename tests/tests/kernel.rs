@@ -77,43 +77,49 @@ fn kernel(test: &str) -> Option<MutexGuard<'static, Kernel>> {
     Some(g)
 }
 
+/// One BPF_PROG_TEST_RUN of the loaded ingress (XDP) program; its return value.
+fn xdp_run(t: &mut Tracker, frame: &[u8]) -> Result<u32, aya::programs::ProgramError> {
+    let p: &mut Xdp = t
+        .ebpf_mut()
+        .program_mut(XDP_PROGRAM)
+        .unwrap()
+        .try_into()
+        .unwrap();
+    p.test_run(TestRunOptions {
+        data_in: Some(frame),
+        ..TestRunOptions::default()
+    })
+    .map(|r| r.return_value)
+}
+
+/// The same for the egress (TC) program. The kernel's skb test harness itself refuses frames
+/// whose IP header cannot be pulled (EINVAL before the program runs); XDP takes any bytes.
+fn tc_run(t: &mut Tracker, frame: &[u8]) -> Result<u32, aya::programs::ProgramError> {
+    let p: &mut SchedClassifier = t
+        .ebpf_mut()
+        .program_mut(TC_PROGRAM)
+        .unwrap()
+        .try_into()
+        .unwrap();
+    p.test_run(TestRunOptions {
+        data_in: Some(frame),
+        ..TestRunOptions::default()
+    })
+    .map(|r| r.return_value)
+}
+
 impl Kernel {
     fn xdp(&mut self, frame: &[u8]) -> u32 {
-        let p: &mut Xdp = self
-            .tracker
-            .ebpf_mut()
-            .program_mut(XDP_PROGRAM)
-            .unwrap()
-            .try_into()
-            .unwrap();
-        let r = p
-            .test_run(TestRunOptions {
-                data_in: Some(frame),
-                ..TestRunOptions::default()
-            })
-            .unwrap();
-        r.return_value
+        xdp_run(&mut self.tracker, frame).unwrap()
     }
 
     fn tc(&mut self, frame: &[u8]) -> u32 {
         self.try_tc(frame).unwrap()
     }
 
-    /// The kernel's skb test harness itself refuses frames whose IP header cannot be pulled
-    /// (EINVAL before the program runs); XDP takes any bytes.
+    /// See [`tc_run`]: an error is the skb harness refusing the frame.
     fn try_tc(&mut self, frame: &[u8]) -> Result<u32, aya::programs::ProgramError> {
-        let p: &mut SchedClassifier = self
-            .tracker
-            .ebpf_mut()
-            .program_mut(TC_PROGRAM)
-            .unwrap()
-            .try_into()
-            .unwrap();
-        p.test_run(TestRunOptions {
-            data_in: Some(frame),
-            ..TestRunOptions::default()
-        })
-        .map(|r| r.return_value)
+        tc_run(&mut self.tracker, frame)
     }
 
     /// Egress (TC) then check the verdict.
@@ -768,20 +774,8 @@ fn ring_buffer_overflow_is_counted_and_traffic_still_passes() {
     let payload = frames::request(0, &format!("Authorization: NTLM {TYPE3}"));
     let tcp = Tcp::new(40012, BACKEND_PORT, 1, ACK | PSH);
     let frame = frames::tcp4(&[], frames::CLIENT4, frames::SERVER4, &tcp, &payload);
-    let p: &mut SchedClassifier = tracker
-        .ebpf_mut()
-        .program_mut(TC_PROGRAM)
-        .unwrap()
-        .try_into()
-        .unwrap();
     for _ in 0..50 {
-        let r = p
-            .test_run(TestRunOptions {
-                data_in: Some(&frame),
-                ..TestRunOptions::default()
-            })
-            .unwrap();
-        assert_eq!(r.return_value, TC_ACT_UNSPEC);
+        assert_eq!(tc_run(&mut tracker, &frame).unwrap(), TC_ACT_UNSPEC);
     }
     let stats: HashMap<_, _> = tracker.stats().unwrap().into_iter().collect();
     assert_eq!(stats["matched"], 50);
@@ -806,17 +800,7 @@ fn configured_capture_length_is_what_the_programs_copy() {
     assert!(payload.len() > 64);
     let tcp = Tcp::new(40014, BACKEND_PORT, 1, ACK | PSH);
     let frame = frames::tcp4(&[], frames::CLIENT4, frames::SERVER4, &tcp, &payload);
-    let p: &mut SchedClassifier = tracker
-        .ebpf_mut()
-        .program_mut(TC_PROGRAM)
-        .unwrap()
-        .try_into()
-        .unwrap();
-    p.test_run(TestRunOptions {
-        data_in: Some(&frame),
-        ..TestRunOptions::default()
-    })
-    .unwrap();
+    assert_eq!(tc_run(&mut tracker, &frame).unwrap(), TC_ACT_UNSPEC);
     let item = ring.next().expect("one record");
     let rec = Record::parse(&item).unwrap();
     assert_eq!(rec.header.captured_len, 64);
@@ -1286,33 +1270,13 @@ fn hostile_frames_always_pass_with_consistent_counters() {
                 frame.truncate((rnd() % (frame.len() as u64 + 1)) as usize);
             }
             frame.truncate(3400);
-            let xdp: &mut Xdp = tracker
-                .ebpf_mut()
-                .program_mut(XDP_PROGRAM)
-                .unwrap()
-                .try_into()
-                .unwrap();
-            let opts = TestRunOptions {
-                data_in: Some(&frame),
-                ..TestRunOptions::default()
-            };
             if frame.len() >= 14 {
-                let r = xdp
-                    .test_run(opts)
+                let v = xdp_run(&mut tracker, &frame)
                     .unwrap_or_else(|e| panic!("XDP run: {e}: {frame:02x?}"));
-                assert_eq!(r.return_value, XDP_PASS, "{frame:02x?}");
+                assert_eq!(v, XDP_PASS, "{frame:02x?}");
             }
-            let tc: &mut SchedClassifier = tracker
-                .ebpf_mut()
-                .program_mut(TC_PROGRAM)
-                .unwrap()
-                .try_into()
-                .unwrap();
-            match tc.test_run(TestRunOptions {
-                data_in: Some(&frame),
-                ..TestRunOptions::default()
-            }) {
-                Ok(r) => assert_eq!(r.return_value, TC_ACT_UNSPEC, "{frame:02x?}"),
+            match tc_run(&mut tracker, &frame) {
+                Ok(v) => assert_eq!(v, TC_ACT_UNSPEC, "{frame:02x?}"),
                 // The skb harness refuses frames it cannot build an skb from.
                 Err(_) => refused += 1,
             }

@@ -186,23 +186,12 @@ fn flow_id(
     dst_port: u16,
     family: u8,
 ) -> FlowId {
-    let w = |a: &[u8; 16], i: usize| {
-        u64::from_le_bytes([
-            a[i],
-            a[i + 1],
-            a[i + 2],
-            a[i + 3],
-            a[i + 4],
-            a[i + 5],
-            a[i + 6],
-            a[i + 7],
-        ])
-    };
+    let (s, d) = (bytes_to_words(src), bytes_to_words(dst));
     let addrs = if family == 4 {
         // The mapped IPv4 addresses are the last four bytes of each.
-        (w(src, 8) >> 32) | (w(dst, 8) & 0xffff_ffff_0000_0000)
+        (s[1] >> 32) | (d[1] & 0xffff_ffff_0000_0000)
     } else {
-        identity::hash_words(secret, &[w(src, 0), w(src, 8), w(dst, 0), w(dst, 8)], 32)
+        identity::hash_words(secret, &[s[0], s[1], d[0], d[1]], 32)
     };
     FlowId {
         addrs,

@@ -333,18 +333,7 @@ impl<'p> Replayer<'p> {
         emit: &mut dyn FnMut(&Output),
         bar: Option<&indicatif::ProgressBar>,
     ) -> Result<(), ReplayError> {
-        let parser = loop {
-            let header =
-                PcapParser::new(feed.data()).map(|(rest, p)| (feed.data().len() - rest.len(), p));
-            match header {
-                Ok((used, parser)) => {
-                    feed.consume(used);
-                    break parser;
-                }
-                Err(PcapError::IncompleteBuffer) if feed.fill()? => {}
-                Err(e) => return Err(header_error(feed.path(), e)),
-            }
-        };
+        let parser = feed.header(PcapParser::new)?;
         let header = parser.header();
         let Some(link) = link_of(header.datalink) else {
             return Err(ReplayError::LinkType {
@@ -390,18 +379,7 @@ impl<'p> Replayer<'p> {
         emit: &mut dyn FnMut(&Output),
         bar: Option<&indicatif::ProgressBar>,
     ) -> Result<(), ReplayError> {
-        let mut parser = loop {
-            let header =
-                PcapNgParser::new(feed.data()).map(|(rest, p)| (feed.data().len() - rest.len(), p));
-            match header {
-                Ok((used, parser)) => {
-                    feed.consume(used);
-                    break parser;
-                }
-                Err(PcapError::IncompleteBuffer) if feed.fill()? => {}
-                Err(e) => return Err(header_error(feed.path(), e)),
-            }
-        };
+        let mut parser = feed.header(PcapNgParser::new)?;
         loop {
             if feed.data().is_empty() && !feed.fill()? {
                 return Ok(());
@@ -544,6 +522,24 @@ impl<'p> Feed<'p> {
                         error,
                     });
                 }
+            }
+        }
+    }
+
+    /// The file header, read with `parse` (reading more while it needs more).
+    fn header<T>(
+        &mut self,
+        parse: impl Fn(&[u8]) -> Result<(&[u8], T), PcapError>,
+    ) -> Result<T, ReplayError> {
+        loop {
+            let header = parse(self.data()).map(|(rest, p)| (self.data().len() - rest.len(), p));
+            match header {
+                Ok((used, parser)) => {
+                    self.consume(used);
+                    return Ok(parser);
+                }
+                Err(PcapError::IncompleteBuffer) if self.fill()? => {}
+                Err(e) => return Err(header_error(self.path, e)),
             }
         }
     }
