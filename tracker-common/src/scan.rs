@@ -509,6 +509,29 @@ pub fn scan<W: Window>(w: &W, len: u32) -> Found {
     scan_end(w, &c)
 }
 
+/// The same scan for a host that can find newlines fast (replay's kernel model, with
+/// `memchr`): every line start goes through the line rule the kernel's steps apply to the lines
+/// they do not skip, which finds exactly what the steps find (a skipped line is one that rule
+/// would pass over; the tests hold the two equal). `newlines` yields the offsets of the `\n`
+/// bytes of `d`, ascending.
+pub fn scan_lines(d: &[u8], newlines: impl Iterator<Item = usize>) -> Found {
+    let w = Slice(d);
+    let len = d.len().min(u32::MAX as usize) as u32;
+    let mut c = ScanState::default();
+    scan_begin(&w, len, &mut c);
+    for nl in newlines {
+        let line = nl as u32 + 1;
+        if nl as u32 >= len {
+            break;
+        }
+        c.pos = line;
+        if at_line(&w, line, &mut c) {
+            break;
+        }
+    }
+    scan_end(&w, &c)
+}
+
 /// Length of the header value at `v` (up to its CR LF), or 0 when it does not end within
 /// `identity::MAX_LEN` bytes or inside the segment: such a value is never matched.
 #[inline(always)]
@@ -677,38 +700,16 @@ mod tests {
         assert!(a.partial_name_at_end);
     }
 
-    /// The scan as it was before steps skipped lines: one line per step. The reference the
+    /// Every line through the line rule, newlines found byte by byte: the reference the
     /// line-skipping `scan_step` must equal.
     fn scan_line_by_line(d: &[u8]) -> Found {
-        let w = Slice(d);
-        let mut c = ScanState::default();
-        scan_begin(&w, d.len() as u32, &mut c);
-        for _ in 0..d.len() {
-            if c.pos >= c.len {
-                break;
-            }
-            let mut at = c.pos;
-            let mut t = newlines(&w, at);
-            let mut n = 1;
-            while t == 0 && n < 8 {
-                at += 8;
-                t = newlines(&w, at);
-                n += 1;
-            }
-            if t == 0 {
-                c.pos += 64;
-                continue;
-            }
-            let nl = at + lowest_byte(t);
-            if nl >= c.len {
-                break;
-            }
-            c.pos = nl + 1;
-            if at_line(&w, nl + 1, &mut c) {
-                break;
-            }
-        }
-        scan_end(&w, &c)
+        scan_lines(
+            d,
+            d.iter()
+                .enumerate()
+                .filter(|(_, b)| **b == b'\n')
+                .map(|(i, _)| i),
+        )
     }
 
     #[test]

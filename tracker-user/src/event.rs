@@ -12,6 +12,7 @@ use crate::{
     correlate::{LegInfo, Mechanism, Verdict, flow_addrs},
     decode::{Auth, hex},
     http::StartLine,
+    json::Obj,
     pipeline::{Message, Output},
 };
 
@@ -57,11 +58,8 @@ impl Context {
         rfc3339(i128::from(ns) + self.offset_ns)
     }
 
-    fn ifname(&self, ifindex: u32) -> String {
-        self.ifnames
-            .get(&ifindex)
-            .cloned()
-            .unwrap_or_else(|| ifindex.to_string())
+    fn timestamp_display(&self, ns: u64) -> impl std::fmt::Display {
+        rfc3339_display(i128::from(ns) + self.offset_ns)
     }
 
     pub fn output(&self, o: &Output) -> Value {
@@ -71,8 +69,28 @@ impl Context {
         }
     }
 
-    /// One NDJSON object for an NTLM/Negotiate message (`--messages`).
+    /// One NDJSON object for an NTLM/Negotiate message (`--messages`), as a `Value` (tests
+    /// and tools; the daemon writes it with [`Context::write`]).
     pub fn message(&self, m: &Message) -> Value {
+        let mut buf = Vec::new();
+        self.write_message(m, &mut buf);
+        serde_json::from_slice(&buf).unwrap_or(Value::Null)
+    }
+
+    /// Appends one NDJSON line (the object and `\n`) for `o` to `buf`.
+    pub fn write(&self, o: &Output, buf: &mut Vec<u8>) {
+        match o {
+            Output::Verdict(v) => {
+                let _ = serde_json::to_writer(&mut *buf, &self.verdict(v));
+            }
+            Output::Message(m) => self.write_message(m, buf),
+        }
+        buf.push(b'\n');
+    }
+
+    /// The message event, written key by key in sorted order (see [`crate::json`]): this
+    /// runs once per NTLM message and a `Value` tree cost more than decoding the message.
+    fn write_message(&self, m: &Message, buf: &mut Vec<u8>) {
         let h = &m.rec;
         let (src, dst) = flow_addrs(&h.key);
         let direction = match h.direction {
@@ -81,49 +99,84 @@ impl Context {
             _ => "unknown",
         };
         let t = &m.token;
-        let mut ntlm = Map::new();
-        ntlm.insert("header".into(), json!(t.header.as_str()));
-        ntlm.insert(
-            "scheme".into(),
-            json!(match t.scheme {
-                tracker_ntlm::Scheme::Ntlm => "NTLM",
-                tracker_ntlm::Scheme::Negotiate => "Negotiate",
-            }),
-        );
-        ntlm.insert("mechanism".into(), json!(t.mechanism));
-        ntlm.insert("message_type".into(), json!(t.message_type()));
-        ntlm.insert("token_length".into(), json!(t.token_len));
-        ntlm.insert("kerberos".into(), json!(matches!(t.auth, Auth::Kerberos)));
-        let mut na = Map::new();
-        na.insert("flow".into(), json!(format!("{src}->{dst}")));
-        na.insert("generation".into(), json!(h.generation));
-        na.insert("tcp_seq".into(), json!(h.seq));
-        message_auth(&t.auth, &mut ntlm, &mut na);
-        let mut v = json!({
-            "@timestamp": self.timestamp(h.timestamp_ns),
-            "event": { "kind": "event", "category": ["network", "authentication"], "action": if matches!(t.auth, Auth::Undecodable(_)) { "undecodable_token" } else { "ntlm_message" }, "dataset": "ntlm_affinity.message" },
-            "observer": { "hostname": self.observer, "ingress_or_egress": direction, "interface": self.ifname(h.ifindex) },
-            "source": { "ip": src.ip().to_string(), "port": src.port() },
-            "destination": { "ip": dst.ip().to_string(), "port": dst.port() },
-            "network": { "transport": "tcp", "type": if h.key.family == 6 { "ipv6" } else { "ipv4" }, "direction": direction, "community_id": community_id(src, dst) },
-            "ntlm": ntlm,
-            "ntlm_affinity": na,
-        });
-        if let Some(n) = &t.negotiate {
-            if let Some(k) = &n.kerberos {
-                v["kerberos"] = json!(k);
+        let undecodable = matches!(t.auth, Auth::Undecodable(_));
+        let negotiate = t.negotiate.as_deref();
+        let endpoint = |o: &mut Obj<'_>, a: SocketAddr| {
+            o.display("ip", a.ip()).u64("port", a.port().into());
+        };
+        let mut o = Obj::new(buf);
+        o.display("@timestamp", self.timestamp_display(h.timestamp_ns))
+            .obj("destination", |o| endpoint(o, dst))
+            .obj("event", |o| {
+                o.str(
+                    "action",
+                    if undecodable {
+                        "undecodable_token"
+                    } else {
+                        "ntlm_message"
+                    },
+                )
+                .strs("category", &["network", "authentication"])
+                .str("dataset", "ntlm_affinity.message")
+                .str("kind", "event");
+            });
+        match &m.head.start {
+            Some(StartLine::Request {
+                method, version, ..
+            }) => {
+                o.obj("http", |o| {
+                    o.obj("request", |o| {
+                        o.str("method", method);
+                    })
+                    .str("version", version.trim_start_matches("HTTP/"));
+                });
             }
-            if n.spnego {
-                v["ntlm_affinity"]["spnego"] = json!(n);
+            Some(StartLine::Response { version, status }) => {
+                o.obj("http", |o| {
+                    o.obj("response", |o| {
+                        o.u64("status_code", (*status).into());
+                    })
+                    .str("version", version.trim_start_matches("HTTP/"));
+                });
             }
+            None => {}
         }
-        if let Some(http) = http_fields(&m.head.start, None) {
-            v["http"] = http;
+        if let Some(k) = negotiate.and_then(|n| n.kerberos.as_ref()) {
+            o.value("kerberos", k);
         }
+        o.obj("network", |o| {
+            o.str("community_id", &community_id(src, dst))
+                .str("direction", direction)
+                .str("transport", "tcp")
+                .str("type", if h.key.family == 6 { "ipv6" } else { "ipv4" });
+        })
+        .obj("ntlm", |o| message_ntlm(t, o))
+        .obj("ntlm_affinity", |o| {
+            if let Some(id) = message_challenge_id(&t.auth) {
+                o.display("challenge_key", id.key);
+            }
+            o.display("flow", format_args!("{src}->{dst}"))
+                .u64("generation", h.generation);
+            if let Some(n) = negotiate.filter(|n| n.spnego) {
+                o.value("spnego", n);
+            }
+            o.u64("tcp_seq", h.seq.into());
+        })
+        .obj("observer", |o| {
+            o.str("hostname", &self.observer)
+                .str("ingress_or_egress", direction);
+            match self.ifnames.get(&h.ifindex) {
+                Some(name) => o.str("interface", name),
+                None => o.display("interface", h.ifindex),
+            };
+        })
+        .obj("source", |o| endpoint(o, src));
         if let Some(StartLine::Request { target, .. }) = &m.head.start {
-            v["url"] = json!({ "path": path_only(target) });
+            o.obj("url", |o| {
+                o.str("path", path_only(target));
+            });
         }
-        v
+        o.close();
     }
 
     /// One NDJSON object for a verdict: an alert (`event.kind: alert`) or a healthy handshake
@@ -242,42 +295,90 @@ impl Context {
     }
 }
 
-/// What each NTLM message type adds to a `--messages` event: Zeek names in `ntlm`, the
-/// correlation key in `na`.
-fn message_auth(auth: &Auth, ntlm: &mut Map<String, Value>, na: &mut Map<String, Value>) {
-    match auth {
-        Auth::Offer => {
-            ntlm.insert("offer".into(), json!(true));
-        }
+/// The `ntlm` object of a `--messages` event: what the token is and, per message type,
+/// Zeek's `ntlm.log` names; keys in sorted order.
+fn message_ntlm(t: &crate::decode::Decoded, o: &mut Obj<'_>) {
+    let (mut domain, mut hostname, mut username, mut ntlmv2, mut names) =
+        (None, None, None, None, None);
+    let (mut offer, mut error, mut challenge) = (false, None, None);
+    match &t.auth {
+        Auth::Offer => offer = true,
         Auth::Negotiate {
-            domain,
+            domain: d,
             workstation,
         } => {
-            ins_opt(ntlm, "domain", domain);
-            ins_opt(ntlm, "hostname", workstation);
+            domain = d.as_deref();
+            hostname = workstation.as_deref();
         }
         Auth::Challenge(c) => {
-            ntlm.insert("server_challenge".into(), json!(hex(&c.server_challenge)));
-            ins_opt(ntlm, "target_name", &c.target_name);
-            names(ntlm, Some(&c.names));
-            if let Some(id) = &c.id {
-                na.insert("challenge_key".into(), json!(id.key.to_string()));
-            }
+            challenge = Some(c);
+            names = Some(&*c.names);
         }
         Auth::Authenticate(a) => {
-            ins_opt(ntlm, "username", &a.user);
-            ins_opt(ntlm, "domain", &a.domain);
-            ins_opt(ntlm, "hostname", &a.workstation);
-            ntlm.insert("ntlmv2".into(), json!(a.ntlmv2));
-            names(ntlm, a.names.as_deref());
-            if let Some(id) = &a.id {
-                na.insert("challenge_key".into(), json!(id.key.to_string()));
-            }
+            username = a.user.as_deref();
+            domain = a.domain.as_deref();
+            hostname = a.workstation.as_deref();
+            ntlmv2 = Some(a.ntlmv2);
+            names = a.names.as_deref();
         }
-        Auth::Undecodable(why) => {
-            ntlm.insert("error".into(), json!(why));
-        }
+        Auth::Undecodable(why) => error = Some(*why),
         Auth::Kerberos | Auth::Spnego => {}
+    }
+    o.opt_str("domain", domain)
+        .opt_str("error", error)
+        .str("header", t.header.as_str())
+        .opt_str("hostname", hostname)
+        .bool("kerberos", matches!(t.auth, Auth::Kerberos))
+        .str("mechanism", t.mechanism);
+    match t.message_type() {
+        Some(m) => o.str("message_type", m),
+        None => o.null("message_type"),
+    };
+    if let Some(b) = ntlmv2 {
+        o.bool("ntlmv2", b);
+    }
+    if offer {
+        o.bool("offer", true);
+    }
+    o.str(
+        "scheme",
+        match t.scheme {
+            tracker_ntlm::Scheme::Ntlm => "NTLM",
+            tracker_ntlm::Scheme::Negotiate => "Negotiate",
+        },
+    );
+    if let Some(c) = challenge {
+        o.display("server_challenge", Hex(&c.server_challenge));
+    }
+    if let Some(n) = names {
+        o.opt_str("server_dns_computer_name", n.dns_computer_name.as_deref())
+            .opt_str("server_dns_domain_name", n.dns_domain_name.as_deref())
+            .opt_str("server_nb_computer_name", n.nb_computer_name.as_deref())
+            .opt_str("server_nb_domain_name", n.nb_domain_name.as_deref())
+            .opt_str("server_tree_name", n.dns_tree_name.as_deref());
+    }
+    if let Some(c) = challenge {
+        o.opt_str("target_name", c.target_name.as_deref());
+    }
+    o.u64("token_length", t.token_len as u64)
+        .opt_str("username", username);
+}
+
+/// The challenge a Type-2 or Type-3 names, for `ntlm_affinity.challenge_key`.
+fn message_challenge_id(auth: &Auth) -> Option<&crate::decode::ChallengeId> {
+    match auth {
+        Auth::Challenge(c) => c.id.as_ref(),
+        Auth::Authenticate(a) => a.id.as_ref(),
+        _ => None,
+    }
+}
+
+/// Lowercase hex of a byte string, written without an intermediate `String`.
+struct Hex<'a>(&'a [u8]);
+
+impl std::fmt::Display for Hex<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.iter().try_for_each(|b| write!(f, "{b:02x}"))
     }
 }
 
@@ -419,9 +520,13 @@ pub fn monotonic_ns() -> i128 {
 
 /// RFC 3339 UTC with microseconds, from nanoseconds since the epoch.
 pub fn rfc3339(ns: i128) -> String {
+    rfc3339_display(ns).to_string()
+}
+
+fn rfc3339_display(ns: i128) -> humantime::Rfc3339Timestamp {
     let ns = u64::try_from(ns.max(0)).unwrap_or(u64::MAX);
     let t = SystemTime::UNIX_EPOCH + std::time::Duration::from_nanos(ns);
-    humantime::format_rfc3339_micros(t).to_string()
+    humantime::format_rfc3339_micros(t)
 }
 
 #[cfg(test)]

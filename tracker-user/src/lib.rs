@@ -9,6 +9,7 @@ pub mod decode;
 pub mod endpoint;
 pub mod event;
 pub mod http;
+pub mod json;
 pub mod loader;
 pub mod pipeline;
 pub mod privilege;

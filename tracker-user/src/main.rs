@@ -356,8 +356,11 @@ async fn event_loop(
 
 /// Writes and clears `outputs`; false when stdout is gone.
 fn emit(out: &mut impl Write, ctx: &event::Context, outputs: &mut Vec<pipeline::Output>) -> bool {
+    let mut line = Vec::with_capacity(2048);
     for o in outputs.drain(..) {
-        if writeln!(out, "{}", ctx.output(&o)).is_err() {
+        line.clear();
+        ctx.write(&o, &mut line);
+        if out.write_all(&line).is_err() {
             return false;
         }
     }
@@ -385,10 +388,13 @@ fn replay_cmd(args: &ReplayArgs) -> i32 {
     let stdout = std::io::stdout();
     let mut out = BufWriter::new(stdout.lock());
     let mut broken = false;
+    let mut line = Vec::with_capacity(2048);
     let replayer = replay::Replayer::new(&mut pipeline, model, !args.no_progress);
     let (summary, err) = replayer.run(&args.file, &mut |o| {
-        if !broken && writeln!(out, "{}", ctx.output(o)).is_err() {
-            broken = true;
+        if !broken {
+            line.clear();
+            ctx.write(o, &mut line);
+            broken = out.write_all(&line).is_err();
         }
     });
     let _ = out.flush();
