@@ -485,9 +485,9 @@ fn cost(
     chunk: u32,
 ) -> Result<f64> {
     let pass = if prog.contains("xdp") || prog == XDP_PROGRAM {
-        2
+        tracker_common::XDP_PASS
     } else {
-        0
+        tracker_common::TC_ACT_UNSPEC
     };
     if !class.event || prog == XDP_BASELINE || prog == TC_BASELINE {
         let (rv, ns) = test_run(tracker, prog, &class.frame, repeat)?;
@@ -847,6 +847,7 @@ fn reader_loop(mut ring: RingBuf<MapData>, delivered: &AtomicU64, stop: &AtomicB
     let sink = fs::OpenOptions::new().write(true).open("/dev/null")?;
     let mut out = std::io::BufWriter::with_capacity(1 << 16, sink);
     let fd = ring.as_raw_fd();
+    let mut line = Vec::new();
     while !stop.load(Ordering::Relaxed) {
         let mut pfd = libc::pollfd {
             fd,
@@ -860,7 +861,9 @@ fn reader_loop(mut ring: RingBuf<MapData>, delivered: &AtomicU64, stop: &AtomicB
             drop(item);
             p.push(rec, &mut outputs);
             for o in outputs.drain(..) {
-                writeln!(out, "{}", ctx.output(&o))?;
+                line.clear();
+                ctx.write(&o, &mut line);
+                out.write_all(&line)?;
             }
             delivered.fetch_add(1, Ordering::Relaxed);
         }

@@ -19,7 +19,7 @@ use tracker_common::{
     DIR_EGRESS, DIR_INGRESS, FLOW_CAPTURING, FLOW_CLOSED, FLOW_MIDSTREAM, FLOW_NTLM_SEEN, FlowKey,
     FlowState, HDR_AUTHORIZATION, HDR_PROXY_AUTHENTICATE, HDR_PROXY_AUTHORIZATION,
     HDR_WWW_AUTHENTICATE, RECORD_CLOSE, RECORD_CONTINUATION, RECORD_HTTP, RECORD_MESSAGE,
-    SCHEME_NEGOTIATE, SCHEME_NTLM, TokenKind, identity,
+    SCHEME_NEGOTIATE, SCHEME_NTLM, TC_ACT_UNSPEC, TokenKind, XDP_PASS, identity,
 };
 use tracker_user::{
     correlate::AuthUpdate,
@@ -29,9 +29,6 @@ use tracker_user::{
     record::Record,
 };
 
-const XDP_PASS: u32 = 2;
-/// The egress program hands every packet on (tcx `TCX_NEXT`).
-const TC_ACT_UNSPEC: u32 = -1i32 as u32;
 const BACKEND_PORT: u16 = 80;
 const FRONTEND_PORT: u16 = 8080;
 

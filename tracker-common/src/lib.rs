@@ -54,6 +54,12 @@ pub const DEFAULT_CONTINUATION_BYTES: u32 = 16 * 1024;
 pub const MAX_IPV6_EXT_HEADERS: usize = 4;
 
 /// Bits of `TRACKED_PORTS[port]`: why a port is interesting.
+/// What the ingress program returns for every packet, as `BPF_PROG_TEST_RUN` reports it.
+pub const XDP_PASS: u32 = 2;
+/// What the egress program returns for every packet: `TC_ACT_UNSPEC` (-1), which tcx takes
+/// as "next program" so those after ours still run (docs/design.md, "Where it runs").
+pub const TC_ACT_UNSPEC: u32 = -1i32 as u32;
+
 pub const PORT_BACKEND: u8 = 1;
 pub const PORT_FRONTEND: u8 = 2;
 

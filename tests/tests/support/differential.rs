@@ -11,7 +11,7 @@ use aya::{
     maps::{MapData, RingBuf},
     programs::{SchedClassifier, TestRun, TestRunOptions, Xdp},
 };
-use tracker_common::{DIR_INGRESS, FlowKey, FlowState, names};
+use tracker_common::{DIR_INGRESS, FlowKey, FlowState, TC_ACT_UNSPEC, XDP_PASS, names};
 use tracker_user::{
     correlate::AuthUpdate,
     endpoint::Backend,
@@ -24,9 +24,6 @@ use tracker_user::{
     },
 };
 
-const XDP_PASS: u32 = 2;
-/// The egress program hands every packet on (tcx `TCX_NEXT`).
-const TC_ACT_UNSPEC: u32 = -1i32 as u32;
 /// BPF_PROG_TEST_RUN takes at most a page (less head- and tailroom) of packet data.
 const TEST_RUN_MAX: usize = 3400;
 
