@@ -525,6 +525,11 @@ pub fn scan_lines(d: &[u8], newlines: impl Iterator<Item = usize>) -> Found {
             break;
         }
         c.pos = line;
+        // The steps' own shortcut: a line that cannot matter only moves the line start.
+        if (c.matched == 0 || c.complete != 0) && !may_matter(&w, line, len) {
+            c.line = line;
+            continue;
+        }
         if at_line(&w, line, &mut c) {
             break;
         }

@@ -8,6 +8,7 @@ pub mod correlate;
 pub mod decode;
 pub mod endpoint;
 pub mod event;
+pub mod hashing;
 pub mod http;
 pub mod json;
 pub mod loader;

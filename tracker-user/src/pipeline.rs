@@ -8,6 +8,7 @@ use tracker_ntlm::hash::ChallengeKeyHasher;
 use crate::{
     correlate::{self, Correlator, Verdict},
     decode::{Decoded, Decoder},
+    hashing::{self, KeyedSet},
     http::{self, Head},
     reassembly::{self, Piece, Reassembler},
     record::Record,
@@ -55,7 +56,7 @@ pub struct Pipeline {
     tokens: Vec<Decoded>,
     last_tick_ns: u64,
     /// Flows (direction, generation) that already reported an undecodable token.
-    undecodable_flows: std::collections::HashSet<(tracker_common::FlowKey, u64)>,
+    undecodable_flows: KeyedSet<(tracker_common::FlowKey, u64)>,
     pub stats: Stats,
 }
 
@@ -87,7 +88,7 @@ impl Pipeline {
             verdicts: Vec::new(),
             tokens: Vec::new(),
             last_tick_ns: 0,
-            undecodable_flows: std::collections::HashSet::new(),
+            undecodable_flows: hashing::set(),
             stats: Stats::default(),
         }
     }

@@ -4,11 +4,10 @@
 //! out-of-order segments held, gaps counted; bounded per stream and in total, evictions counted.
 //! Output: complete HTTP heads (pipelined ones too) and connection closes.
 
-use std::collections::HashMap;
-
 use tracker_common::{FlowKey, RECORD_CLOSE, RecordHeader};
 
 use crate::{
+    hashing::{self, KeyedMap},
     http::{self, Head, Parse},
     record::Record,
 };
@@ -84,7 +83,7 @@ struct Stream {
 }
 
 pub struct Reassembler {
-    streams: HashMap<StreamId, Stream>,
+    streams: KeyedMap<StreamId, Stream>,
     limits: Limits,
     opts: http::Options,
     total_bytes: usize,
@@ -99,7 +98,7 @@ fn seq_lt(a: u32, b: u32) -> bool {
 impl Reassembler {
     pub fn new(limits: Limits, opts: http::Options) -> Self {
         Self {
-            streams: HashMap::new(),
+            streams: hashing::map(),
             limits,
             opts,
             total_bytes: 0,

@@ -2,10 +2,13 @@
 //! MsvAvTimestamp (with the server names, the key a NTLMv2 Type-3 names its challenge by).
 //! Ids grow with time, so the oldest is evicted first in O(log n).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 
 use super::verdict::{ClientIdentity, Closing, Fallback, LegInfo};
-use crate::decode::{ChallengeId, ChallengeInfo};
+use crate::{
+    decode::{ChallengeId, ChallengeInfo},
+    hashing::KeyedMap,
+};
 
 /// Challenges indexed under one MsvAvTimestamp at most.
 pub(super) const MAX_SAME_TIMESTAMP: usize = 64;
@@ -57,7 +60,7 @@ impl Challenge {
 #[derive(Default)]
 pub(super) struct Challenges {
     by_id: BTreeMap<u64, Challenge>,
-    by_timestamp: HashMap<u64, Vec<u64>>,
+    by_timestamp: KeyedMap<u64, Vec<u64>>,
     next: u64,
 }
 

@@ -5,7 +5,7 @@
 //! there. Connection ids grow with creation, so the oldest is evicted first in O(log n).
 
 use std::{
-    collections::{BTreeMap, HashMap, VecDeque},
+    collections::{BTreeMap, VecDeque},
     net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr},
     sync::Arc,
 };
@@ -19,6 +19,7 @@ use super::{
 };
 use crate::{
     decode::{KerberosInfo, ServerNames},
+    hashing::KeyedMap,
     http::IdentityValue,
 };
 
@@ -146,7 +147,7 @@ struct Slot {
 /// Every connection, by id, and the slot of each 5-tuple.
 #[derive(Default)]
 pub(super) struct Conns {
-    slots: HashMap<ConnKey, Slot>,
+    slots: KeyedMap<ConnKey, Slot>,
     /// Ids grow with creation: the first entry is the oldest, evicted first when full.
     by_id: BTreeMap<u64, Conn>,
     next: u64,

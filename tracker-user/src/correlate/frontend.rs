@@ -3,11 +3,14 @@
 //! the backend request that carries the same bytes. Also which frontend connections announced
 //! their end, for the cause of a split.
 
-use std::{collections::HashMap, net::SocketAddr};
+use std::net::SocketAddr;
 
 use tracker_ntlm::hash::TokenHash;
 
-use crate::decode::Decoded;
+use crate::{
+    decode::Decoded,
+    hashing::{self, KeyedMap},
+};
 
 #[derive(Clone, Copy, Debug)]
 struct FrontRef {
@@ -16,10 +19,10 @@ struct FrontRef {
 }
 
 pub(super) struct FrontendJoin {
-    tokens: HashMap<TokenHash, FrontRef>,
+    tokens: KeyedMap<TokenHash, FrontRef>,
     /// Frontend connections (client address) whose HTTP said the connection ends after the
     /// message (HTTP/1.0, `Connection: close`), with when: a client that had to reconnect.
-    closing: HashMap<SocketAddr, u64>,
+    closing: KeyedMap<SocketAddr, u64>,
     /// Entries per table at most; when full, those older than `window_ns` go first.
     capacity: usize,
     window_ns: u64,
@@ -28,8 +31,8 @@ pub(super) struct FrontendJoin {
 impl FrontendJoin {
     pub fn new(capacity: usize, window_ns: u64) -> Self {
         Self {
-            tokens: HashMap::new(),
-            closing: HashMap::new(),
+            tokens: hashing::map(),
+            closing: hashing::map(),
             capacity,
             window_ns,
         }

@@ -25,7 +25,7 @@ mod stats;
 mod type3;
 pub mod verdict;
 
-use std::{collections::HashMap, net::SocketAddr, sync::Arc};
+use std::{net::SocketAddr, sync::Arc};
 
 use tracker_common::RecordHeader;
 
@@ -40,6 +40,7 @@ pub use verdict::{
 use crate::{
     decode::{Auth, ChallengeInfo, Decoded, ServerNames},
     endpoint::Backend,
+    hashing::{self, KeyedMap},
     http::{Head, StartLine},
 };
 use challenge::{Challenge, Challenges};
@@ -84,7 +85,7 @@ pub struct Correlator {
     conns: Conns,
     challenges: Challenges,
     /// Names of each server, from the challenges it issued.
-    server_names: HashMap<SocketAddr, Arc<ServerNames>>,
+    server_names: KeyedMap<SocketAddr, Arc<ServerNames>>,
     frontend: FrontendJoin,
     last_ns: u64,
     pub stats: Stats,
@@ -126,7 +127,7 @@ impl Correlator {
             cfg,
             conns: Conns::default(),
             challenges: Challenges::default(),
-            server_names: HashMap::new(),
+            server_names: hashing::map(),
             last_ns: 0,
             stats: Stats::default(),
             auth_updates: Vec::new(),

@@ -26,7 +26,7 @@ use tracker_common::{
     stat,
 };
 
-use crate::{correlate::AuthUpdate, endpoint::Backend, record::Record};
+use crate::{correlate::AuthUpdate, endpoint::Backend, hashing::Keyed, record::Record};
 
 /// What the kernel is configured with.
 #[derive(Clone, Debug)]
@@ -74,9 +74,9 @@ pub struct KernelModel {
     track_all: bool,
     /// `FLOWS`: least recently used first out when full, as the kernel's LRU map (which
     /// picks among the least recently used approximately).
-    flows: LruCache<FlowKey, FlowState>,
+    flows: LruCache<FlowKey, FlowState, Keyed>,
     /// `AUTH_FLOWS`, keyed by the request direction.
-    auth_flows: LruCache<FlowKey, AuthFlow>,
+    auth_flows: LruCache<FlowKey, AuthFlow, Keyed>,
     /// The kernel's STATS counters, same indices.
     pub stats: [u64; stat::COUNT as usize],
     /// Flow entries evicted by the capacity bound (the kernel's LRU does this silently).
@@ -85,7 +85,7 @@ pub struct KernelModel {
 
 /// Puts `value` under `key`; when the key is new and the table full, the least recently used
 /// entry goes first. Returns whether one was evicted.
-fn put_bounded<V>(t: &mut LruCache<FlowKey, V>, cap: usize, key: FlowKey, value: V) -> bool {
+fn put_bounded<V>(t: &mut LruCache<FlowKey, V, Keyed>, cap: usize, key: FlowKey, value: V) -> bool {
     let mut evicted = false;
     if !t.contains(&key) && t.len() >= cap.max(1) {
         evicted = t.pop_lru().is_some();
@@ -111,8 +111,8 @@ impl KernelModel {
             track_all,
             // Unbounded containers with the bound applied by `put_bounded`: `LruCache::new`
             // would allocate the whole capacity (a million flows) up front.
-            flows: LruCache::unbounded(),
-            auth_flows: LruCache::unbounded(),
+            flows: LruCache::unbounded_with_hasher(Keyed::new()),
+            auth_flows: LruCache::unbounded_with_hasher(Keyed::new()),
             stats: [0; stat::COUNT as usize],
             flows_evicted: 0,
         }
