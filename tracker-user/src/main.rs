@@ -412,7 +412,7 @@ fn replay_cmd(args: &ReplayArgs) -> i32 {
 
 fn print_summary(file: &std::path::Path, s: &replay::Summary, p: &Pipeline) {
     let c = &p.correlator().stats;
-    let r = &p.reassembly().stats;
+    let r = p.reassembly().stats();
     eprintln!(
         "ntlm-affinity: replayed {}: {} packets ({} TCP, {} not TCP, {} unparseable) in {:.2} s ({:.0} packets/s), {} kernel records, {} NTLM/Negotiate messages",
         file.display(),

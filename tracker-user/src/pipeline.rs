@@ -211,7 +211,7 @@ impl Pipeline {
             "malformed_records": self.stats.malformed_records,
             "messages": self.stats.messages,
             "undecodable_tokens": self.decoder.undecodable,
-            "reassembly": self.reasm.stats,
+            "reassembly": self.reasm.stats(),
             "streams": self.reasm.streams(),
             "buffered_bytes": self.reasm.buffered_bytes(),
             "correlation": self.corr.stats,

@@ -6,8 +6,10 @@
 
 use tracker_common::{FlowKey, RECORD_CLOSE, RecordHeader};
 
+use lru::LruCache;
+
 use crate::{
-    hashing::{self, KeyedMap},
+    hashing::Keyed,
     http::{self, Head, Parse},
     record::Record,
 };
@@ -71,6 +73,9 @@ pub struct Stats {
 
 #[derive(Default)]
 struct Stream {
+    /// Bytes of `buf` already searched for the blank line ending a head: a head that arrives
+    /// in many segments is searched once, not once per segment.
+    searched: usize,
     /// Sequence number after the last byte consumed.
     next_seq: Option<u32>,
     /// Unfinished head bytes; `buf_rec` is the record where they began.
@@ -83,11 +88,19 @@ struct Stream {
 }
 
 pub struct Reassembler {
-    streams: KeyedMap<StreamId, Stream>,
+    /// Least recently fed first: eviction and expiry take from that end in O(1).
+    streams: LruCache<StreamId, Stream, Keyed>,
+    core: Core,
+}
+
+/// Everything but the streams, so a stream can be borrowed from its table while the rules
+/// run (no remove and re-insert per record).
+struct Core {
     limits: Limits,
     opts: http::Options,
+    /// Bytes buffered over all streams: unfinished heads and held out-of-order segments.
     total_bytes: usize,
-    pub stats: Stats,
+    stats: Stats,
 }
 
 /// `a` is before `b` in sequence space.
@@ -98,12 +111,18 @@ fn seq_lt(a: u32, b: u32) -> bool {
 impl Reassembler {
     pub fn new(limits: Limits, opts: http::Options) -> Self {
         Self {
-            streams: hashing::map(),
-            limits,
-            opts,
-            total_bytes: 0,
-            stats: Stats::default(),
+            streams: LruCache::unbounded_with_hasher(Keyed::new()),
+            core: Core {
+                limits,
+                opts,
+                total_bytes: 0,
+                stats: Stats::default(),
+            },
         }
+    }
+
+    pub fn stats(&self) -> &Stats {
+        &self.core.stats
     }
 
     pub fn streams(&self) -> usize {
@@ -111,30 +130,31 @@ impl Reassembler {
     }
 
     pub fn buffered_bytes(&self) -> usize {
-        self.total_bytes
+        self.core.total_bytes
     }
 
     /// Feeds one kernel record; complete heads and closes are appended to `out`.
     pub fn push(&mut self, rec: Record, out: &mut Vec<Piece>) {
         let h = rec.header;
         if h.kind == RECORD_CLOSE {
-            if let Some(s) = self.streams.remove(&(h.key, h.generation)) {
-                self.total_bytes = self.total_bytes.saturating_sub(s.buf.len());
+            if let Some(s) = self.streams.pop(&(h.key, h.generation)) {
+                self.core.release(&s);
                 if !s.buf.is_empty() {
-                    self.stats.gaps += 1;
+                    self.core.stats.gaps += 1;
                 }
             }
             out.push(Piece::Close(h));
             return;
         }
-        self.stats.segments += 1;
+        self.core.stats.segments += 1;
         let id = (h.key, h.generation);
-        if !self.streams.contains_key(&id) && self.streams.len() >= self.limits.max_streams {
+        if !self.streams.contains(&id) && self.streams.len() >= self.core.limits.max_streams {
             self.evict_one();
         }
-        let mut st = self.streams.remove(&id).unwrap_or_default();
+        let st = self.streams.get_or_insert_mut(id, Stream::default);
         st.last_ns = h.timestamp_ns;
-        self.segment(&mut st, rec, out);
+        let core = &mut self.core;
+        core.segment(st, rec, out);
         // Drain out-of-order segments that are now in order.
         while let Some(i) = st
             .ooo
@@ -142,9 +162,40 @@ impl Reassembler {
             .position(|r| Some(r.header.seq) == st.next_seq || st.buf.is_empty())
         {
             let r = st.ooo.swap_remove(i);
-            self.segment(&mut st, r, out);
+            core.total_bytes = core.total_bytes.saturating_sub(r.payload.len());
+            core.segment(st, r, out);
         }
-        self.streams.insert(id, st);
+    }
+
+    fn evict_one(&mut self) {
+        // The stream fed least recently goes.
+        if let Some((_, s)) = self.streams.pop_lru() {
+            self.core.release(&s);
+            self.core.stats.evicted_streams += 1;
+        }
+    }
+
+    /// Forgets streams idle for longer than `idle_ns` (their unfinished heads count as gaps):
+    /// from the least recently fed end, so only the expired ones are visited.
+    pub fn expire(&mut self, now_ns: u64, idle_ns: u64) {
+        while let Some((_, s)) = self.streams.peek_lru()
+            && now_ns.saturating_sub(s.last_ns) > idle_ns
+        {
+            if let Some((_, s)) = self.streams.pop_lru() {
+                if !s.buf.is_empty() {
+                    self.core.stats.gaps += 1;
+                }
+                self.core.release(&s);
+            }
+        }
+    }
+}
+
+impl Core {
+    /// A stream leaves: its buffered bytes no longer count.
+    fn release(&mut self, s: &Stream) {
+        let held: usize = s.ooo.iter().map(|r| r.payload.len()).sum();
+        self.total_bytes = self.total_bytes.saturating_sub(s.buf.len() + held);
     }
 
     /// One record into its stream. The TCP rules apply in this order — retransmission,
@@ -170,13 +221,18 @@ impl Reassembler {
                 seq = next;
             } else if seq_lt(next, seq) && !st.buf.is_empty() {
                 // A missing segment before this one: hold it a little.
-                if st.ooo.len() < self.limits.max_out_of_order {
+                if st.ooo.len() < self.limits.max_out_of_order
+                    && self.total_bytes + rec.payload.len() <= self.limits.max_total_bytes
+                {
                     self.stats.out_of_order += 1;
+                    self.total_bytes += rec.payload.len();
                     st.ooo.push(rec);
                     return;
                 }
                 self.give_up(st);
                 let mut held = std::mem::take(&mut st.ooo);
+                let held_bytes: usize = held.iter().map(|r| r.payload.len()).sum();
+                self.total_bytes = self.total_bytes.saturating_sub(held_bytes);
                 held.sort_by(|a, b| {
                     let d = a.header.seq.wrapping_sub(b.header.seq) as i32;
                     d.cmp(&0)
@@ -237,9 +293,20 @@ impl Reassembler {
     /// outcomes each move it differently.
     fn drain(&mut self, st: &mut Stream, seg_seq: u32, truncated: bool, out: &mut Vec<Piece>) {
         let mut consumed = 0usize;
+        let mut partial = false;
         loop {
             let rest = &st.buf[consumed..];
             if rest.is_empty() {
+                break;
+            }
+            // The unfinished head at the front was searched before: only the new bytes (and
+            // the three before them, for a blank line cut by the segment) can end it.
+            if consumed == 0
+                && st.searched > 0
+                && !truncated
+                && http::head_end(&st.buf[st.searched.saturating_sub(3)..]).is_none()
+            {
+                partial = true;
                 break;
             }
             match http::parse(rest, &self.opts) {
@@ -289,6 +356,8 @@ impl Reassembler {
                             out.push(Piece::Head { rec, head });
                         }
                         consumed = st.buf.len();
+                    } else {
+                        partial = true;
                     }
                     break;
                 }
@@ -301,6 +370,13 @@ impl Reassembler {
         }
         self.total_bytes = self.total_bytes.saturating_sub(consumed);
         st.buf.drain(..consumed);
+        // A head that still needs bytes, judged HTTP from its first ones: what is buffered
+        // holds no end of it. (Fewer than eight bytes may not have been judged yet.)
+        st.searched = if partial && st.buf.len() >= 8 {
+            st.buf.len()
+        } else {
+            0
+        };
         if st.buf.is_empty() {
             st.buf_rec = None;
         } else if let Some(r) = st.buf_rec.as_mut() {
@@ -315,37 +391,8 @@ impl Reassembler {
             self.total_bytes = self.total_bytes.saturating_sub(st.buf.len());
             st.buf.clear();
             st.buf_rec = None;
+            st.searched = 0;
         }
-    }
-
-    fn evict_one(&mut self) {
-        // The stream idle the longest goes (a linear scan: evictions are rare by design).
-        if let Some(id) = self
-            .streams
-            .iter()
-            .min_by_key(|(_, s)| s.last_ns)
-            .map(|(id, _)| *id)
-            && let Some(s) = self.streams.remove(&id)
-        {
-            self.total_bytes = self.total_bytes.saturating_sub(s.buf.len());
-            self.stats.evicted_streams += 1;
-        }
-    }
-
-    /// Forgets streams idle for longer than `idle_ns` (their unfinished heads count as gaps).
-    pub fn expire(&mut self, now_ns: u64, idle_ns: u64) {
-        let mut gaps = 0;
-        let mut freed = 0;
-        self.streams.retain(|_, s| {
-            let keep = now_ns.saturating_sub(s.last_ns) <= idle_ns;
-            if !keep && !s.buf.is_empty() {
-                gaps += 1;
-                freed += s.buf.len();
-            }
-            keep
-        });
-        self.stats.gaps += gaps;
-        self.total_bytes = self.total_bytes.saturating_sub(freed);
     }
 }
 
@@ -415,7 +462,7 @@ mod tests {
             &mut out,
         );
         assert_eq!(heads(&out).len(), 1);
-        assert_eq!(r.stats.retransmissions, 2);
+        assert_eq!(r.stats().retransmissions, 2);
     }
 
     #[test]
@@ -441,7 +488,7 @@ mod tests {
         assert!(
             matches!(&h[2].start, Some(http::StartLine::Request { target, .. }) if target == "/c")
         );
-        assert_eq!((r.stats.out_of_order, r.stats.overlaps_trimmed), (1, 1));
+        assert_eq!((r.stats().out_of_order, r.stats().overlaps_trimmed), (1, 1));
     }
 
     #[test]
@@ -467,13 +514,17 @@ mod tests {
             rec(RECORD_CONTINUATION, 900, b"\x00\x01\x02garbage\r\n"),
             &mut out,
         );
-        assert!(r.stats.gaps >= 1 && r.stats.not_http >= 1, "{:?}", r.stats);
+        assert!(
+            r.stats().gaps >= 1 && r.stats().not_http >= 1,
+            "{:?}",
+            r.stats()
+        );
         r.push(rec(RECORD_MESSAGE, 2000, &[b'A'; 100]), &mut out);
-        assert!(r.stats.oversize + r.stats.not_http >= 2);
+        assert!(r.stats().oversize + r.stats().not_http >= 2);
         let mut other = rec(RECORD_MESSAGE, 1, b"GET / HTTP/1.1\r\n\r\n");
         other.header.generation = 10;
         r.push(other, &mut out);
-        assert_eq!(r.stats.evicted_streams, 1);
+        assert_eq!(r.stats().evicted_streams, 1);
         assert_eq!(heads(&out).len(), 1);
     }
 
@@ -492,5 +543,77 @@ mod tests {
         assert_eq!(h.len(), 1);
         assert!(h[0].truncated);
         assert_eq!(h[0].auth.len(), 1);
+    }
+
+    /// Time of feeding a head of `len` bytes one byte per segment, then many streams past
+    /// the stream bound (eviction), best of three.
+    fn feed_time(len: usize, streams: usize) -> std::time::Duration {
+        let limits = Limits {
+            max_streams: streams / 10,
+            ..Limits::default()
+        };
+        (0..3)
+            .map(|_| {
+                let mut r = Reassembler::new(limits.clone(), http::Options::default());
+                let mut out = Vec::new();
+                let t = std::time::Instant::now();
+                let mut head = b"GET / HTTP/1.1\r\n".to_vec();
+                head.resize(len, b'a');
+                head.extend_from_slice(b"\r\n\r\n");
+                for (i, b) in head.iter().enumerate() {
+                    r.push(rec(RECORD_CONTINUATION, 1 + i as u32, &[*b]), &mut out);
+                }
+                assert_eq!(heads(&out).len(), 1);
+                for g in 0..streams {
+                    let mut x = rec(RECORD_MESSAGE, 1, b"GET / HTTP/1.1\r\nX-A: b");
+                    x.header.generation = 100 + g as u64;
+                    r.push(x, &mut out);
+                }
+                assert_eq!(
+                    r.stats().evicted_streams as usize,
+                    streams + 1 - streams / 10
+                );
+                t.elapsed()
+            })
+            .min()
+            .unwrap_or_default()
+    }
+
+    #[test]
+    fn long_heads_and_many_streams_cost_linear_time() {
+        // Ten times the bytes and streams: about ten times the time. A head searched again
+        // from its start on every segment, or an eviction that scans every stream, makes it
+        // about a hundred.
+        let small = feed_time(5_000, 5_000);
+        let large = feed_time(50_000, 50_000);
+        let ratio = large.as_secs_f64() / small.as_secs_f64().max(1e-9);
+        assert!(ratio < 35.0, "{small:?} -> {large:?}: {ratio:.0}x");
+    }
+
+    #[test]
+    fn held_out_of_order_bytes_count_against_the_budget() {
+        let limits = Limits {
+            max_total_bytes: 100,
+            ..Limits::default()
+        };
+        let mut r = Reassembler::new(limits, http::Options::default());
+        let mut out = Vec::new();
+        r.push(
+            rec(
+                RECORD_MESSAGE,
+                1,
+                b"GET / HTTP/1.1\r\nAuthorization: NTLM a",
+            ),
+            &mut out,
+        );
+        let base = r.buffered_bytes();
+        r.push(rec(RECORD_CONTINUATION, 500, &[b'z'; 40]), &mut out);
+        assert_eq!(r.buffered_bytes(), base + 40);
+        // Beyond the budget a segment is not held: the gap is given up instead.
+        r.push(rec(RECORD_CONTINUATION, 900, &[b'z'; 40]), &mut out);
+        assert!(r.buffered_bytes() <= 100, "{}", r.buffered_bytes());
+        assert!(r.stats().gaps >= 1);
+        r.expire(u64::MAX, 0);
+        assert_eq!((r.streams(), r.buffered_bytes()), (0, 0));
     }
 }

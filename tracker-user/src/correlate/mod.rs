@@ -219,8 +219,9 @@ impl Correlator {
         c.last_ns = h.timestamp_ns;
         if c.frontend {
             let client = c.client;
-            self.frontend
-                .observe(client, head.closes_connection(), tokens, h.timestamp_ns);
+            self.stats.evicted_frontend_entries +=
+                self.frontend
+                    .observe(client, head.closes_connection(), tokens, h.timestamp_ns);
         } else if request.unwrap_or(d == 0) {
             self.on_request(id, h, head, tokens, out);
         } else {

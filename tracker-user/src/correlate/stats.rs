@@ -33,6 +33,9 @@ pub struct Stats {
     pub reuse_refused: u64,
     pub evicted_connections: u64,
     pub evicted_challenges: u64,
+    /// Frontend tokens and closing marks dropped, oldest first, by the table bound: a
+    /// backend request whose token was among them names no frontend client.
+    pub evicted_frontend_entries: u64,
 }
 
 impl Stats {

@@ -509,7 +509,7 @@ fn kerberos_retransmission_and_401_retry_are_not_reported() {
     let mut p = pipeline(true);
     let v = run(&mut p, recs, true);
     assert_eq!(classes(&v), vec![Class::Handshake], "{v:#?}");
-    assert_eq!(p.reassembly().stats.retransmissions, 1);
+    assert_eq!(p.reassembly().stats().retransmissions, 1);
 
     // A failed Type-3 (401), then a new handshake on the same connection that succeeds.
     let mut a = Conn::new(&lb(40001), WEB1, 300);
