@@ -17,6 +17,7 @@ use crate::{
 };
 
 /// Converts record timestamps to wall-clock time and ifindexes to names.
+#[derive(Clone)]
 pub struct Context {
     /// Wall clock minus record clock, in nanoseconds (0 in replay: capture times are wall time).
     offset_ns: i128,

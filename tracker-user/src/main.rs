@@ -18,6 +18,7 @@ use tracker_user::{
     endpoint::Backend,
     event, http,
     loader::{AuthFlows, Tracker, TrackerConfig},
+    output,
     pipeline::{self, Pipeline},
     privilege,
     replay::{self, kernel_model::ModelConfig},
@@ -315,21 +316,24 @@ async fn event_loop(
     let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
     // Windows expire on the record clock (CLOCK_MONOTONIC, like the kernel's timestamps).
     let mut expiry = tokio::time::interval(Duration::from_secs(1));
-    let stdout = std::io::stdout();
-    let mut out = BufWriter::new(stdout.lock());
+    // Events go to a writer thread through a bounded queue: a stalled stdout costs dropped
+    // (and counted) events, never a stalled reader and records lost in the kernel.
+    let mut writer = output::Writer::spawn(ctx.clone(), std::io::stdout(), output::DEFAULT_QUEUE)
+        .context("starting the output thread")?;
     let mut outputs = Vec::new();
     loop {
         tokio::select! {
             _ = sigint.recv() => break,
             _ = sigterm.recv() => break,
             _ = ticker.tick() => {
-                write_stats(&mut out, &ctx, tracker, &pipeline, &auth)?;
+                writer.send_line(stats_line(&ctx, tracker, &pipeline, &auth, &writer)?);
             }
             _ = expiry.tick() => {
                 pipeline.tick(u64::try_from(event::monotonic_ns()).unwrap_or(0), &mut outputs);
                 pipeline.drain_auth_updates().for_each(|u| auth.apply(&u));
-                if !emit(&mut out, &ctx, &mut outputs) {
-                    return Ok(());
+                writer.send(&mut outputs);
+                if writer.closed() {
+                    return Ok(()); // stdout closed: nobody is listening
                 }
             }
             guard = ring.readable_mut() => {
@@ -342,29 +346,24 @@ async fn event_loop(
                 }
                 guard.clear_ready();
                 pipeline.drain_auth_updates().for_each(|u| auth.apply(&u));
-                if !emit(&mut out, &ctx, &mut outputs) {
-                    return Ok(()); // stdout closed: nobody is listening
+                writer.send(&mut outputs);
+                if writer.closed() {
+                    return Ok(());
                 }
             }
         }
     }
     pipeline.finish(&mut outputs);
-    emit(&mut out, &ctx, &mut outputs);
-    write_stats(&mut out, &ctx, tracker, &pipeline, &auth)?;
-    Ok(())
-}
-
-/// Writes and clears `outputs`; false when stdout is gone.
-fn emit(out: &mut impl Write, ctx: &event::Context, outputs: &mut Vec<pipeline::Output>) -> bool {
-    let mut line = Vec::with_capacity(2048);
-    for o in outputs.drain(..) {
-        line.clear();
-        ctx.write(&o, &mut line);
-        if out.write_all(&line).is_err() {
-            return false;
-        }
+    writer.send(&mut outputs);
+    writer.send_line(stats_line(&ctx, tracker, &pipeline, &auth, &writer)?);
+    writer.finish();
+    if writer.dropped() > 0 {
+        eprintln!(
+            "ntlm-affinity: {} events were dropped because stdout did not keep up (tracker_stats: output.dropped)",
+            writer.dropped()
+        );
     }
-    out.flush().is_ok()
+    Ok(())
 }
 
 fn replay_cmd(args: &ReplayArgs) -> i32 {
@@ -461,13 +460,14 @@ fn log_once(e: &dyn std::fmt::Display) {
     });
 }
 
-fn write_stats(
-    out: &mut impl Write,
+/// The `tracker_stats` record, one NDJSON line.
+fn stats_line(
     ctx: &event::Context,
     tracker: &Tracker,
     pipeline: &Pipeline,
     auth: &AuthFlows,
-) -> anyhow::Result<()> {
+    writer: &output::Writer,
+) -> anyhow::Result<Vec<u8>> {
     let mut kernel = serde_json::Map::new();
     for (name, v) in tracker.stats()? {
         kernel.insert(name.to_string(), v.into());
@@ -480,9 +480,14 @@ fn write_stats(
         "ntlm_affinity": {
             "kernel": kernel,
             "daemon": pipeline.stats_json(),
+            "output": {
+                "written": writer.written(),
+                "dropped": writer.dropped(),
+                "queued": writer.queued(),
+            },
         }
     });
-    writeln!(out, "{v}")?;
-    out.flush()?;
-    Ok(())
+    let mut line = serde_json::to_vec(&v)?;
+    line.push(b'\n');
+    Ok(line)
 }
