@@ -2,7 +2,10 @@
 //! MsvAvTimestamp (with the server names, the key a NTLMv2 Type-3 names its challenge by).
 //! Ids grow with time, so the oldest is evicted first in O(log n).
 
-use std::collections::BTreeMap;
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    net::SocketAddr,
+};
 
 use super::verdict::{ClientIdentity, Closing, Fallback, LegInfo};
 use crate::{
@@ -57,10 +60,48 @@ impl Challenge {
     }
 }
 
+/// One known field of a client identity: a key of the window join's index.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+enum ClientField {
+    ForwardedFor(String),
+    Port(u16),
+    Frontend(SocketAddr),
+}
+
+/// The known fields of `id`. Two identities that are [`ClientIdentity::same_as`] share at
+/// least one, so the index of each field finds every candidate.
+fn client_fields(id: &ClientIdentity) -> impl Iterator<Item = ClientField> {
+    [
+        id.forwarded_for.clone().map(ClientField::ForwardedFor),
+        id.port.map(ClientField::Port),
+        id.frontend.map(ClientField::Frontend),
+    ]
+    .into_iter()
+    .flatten()
+}
+
+fn unindex_client(
+    by_client: &mut KeyedMap<ClientField, BTreeSet<u64>>,
+    id: u64,
+    identity: &ClientIdentity,
+) {
+    for f in client_fields(identity) {
+        if let Some(set) = by_client.get_mut(&f) {
+            set.remove(&id);
+            if set.is_empty() {
+                by_client.remove(&f);
+            }
+        }
+    }
+}
+
 #[derive(Default)]
 pub(super) struct Challenges {
     by_id: BTreeMap<u64, Challenge>,
     by_timestamp: KeyedMap<u64, Vec<u64>>,
+    /// Unanswered challenges by each known field of the client that drew them: the window
+    /// join looks at one client's challenges, not at every challenge.
+    by_client: KeyedMap<ClientField, BTreeSet<u64>>,
     next: u64,
 }
 
@@ -102,6 +143,9 @@ impl Challenges {
             }
             same.push(id);
         }
+        for f in client_fields(&ch.identity) {
+            self.by_client.entry(f).or_default().insert(id);
+        }
         self.by_id.insert(id, ch);
         (id, crowded)
     }
@@ -118,8 +162,11 @@ impl Challenges {
     }
 
     pub fn remove(&mut self, id: u64) {
-        if let Some(ch) = self.by_id.remove(&id)
-            && let Some(ts) = ch.info.id.as_ref().map(|i| i.timestamp)
+        let Some(ch) = self.by_id.remove(&id) else {
+            return;
+        };
+        unindex_client(&mut self.by_client, id, &ch.identity);
+        if let Some(ts) = ch.info.id.as_ref().map(|i| i.timestamp)
             && let Some(v) = self.by_timestamp.get_mut(&ts)
         {
             v.retain(|x| *x != id);
@@ -152,24 +199,29 @@ impl Challenges {
             .or_else(|| matching.first().copied())
     }
 
-    /// The latest unanswered challenge drawn by the same client within `window_ns` of `now`:
-    /// the join of last resort, for a Type-3 that names no challenge (NTLMv1).
+    /// The latest unanswered challenge drawn by the same client within `window_ns` of `now`
+    /// (the highest id among equally late ones): the join of last resort, for a Type-3 that
+    /// names no challenge (NTLMv1). Looks only at that client's challenges.
     pub fn latest_for(&self, identity: &ClientIdentity, now: u64, window_ns: u64) -> Option<u64> {
-        self.by_id
-            .iter()
+        client_fields(identity)
+            .filter_map(|f| self.by_client.get(&f))
+            .flatten()
+            .filter_map(|id| self.by_id.get(id).map(|c| (*id, c)))
             .filter(|(_, c)| {
                 !c.answered
                     && now.saturating_sub(c.leg.at_ns) <= window_ns
                     && c.identity.same_as(identity)
             })
-            .max_by_key(|(_, c)| c.leg.at_ns)
-            .map(|(k, _)| *k)
+            .max_by_key(|(id, c)| (c.leg.at_ns, *id))
+            .map(|(id, _)| id)
     }
 
     /// Marks a challenge answered; the connection that carried it.
     pub fn answer(&mut self, id: u64) -> Option<u64> {
         let ch = self.by_id.get_mut(&id)?;
         ch.answered = true;
+        // An answered challenge never joins by window again.
+        unindex_client(&mut self.by_client, id, &ch.identity);
         Some(ch.conn)
     }
 }
@@ -283,5 +335,45 @@ mod tests {
         t.answer(new);
         assert_eq!(t.latest_for(&me, 25, 100), Some(1));
         assert_eq!(t.open(), 2);
+    }
+
+    #[test]
+    fn the_window_join_looks_only_at_the_clients_own_challenges() {
+        // Ten times as many other clients' open challenges: the same time per join (it
+        // scanned every challenge before).
+        let time = |others: u64| {
+            let mut t = Challenges::default();
+            for i in 0..others {
+                t.insert(challenge(
+                    i,
+                    "WEB1",
+                    None,
+                    &format!("198.18.{}.{}", i / 250, i % 250),
+                    i,
+                ));
+            }
+            let (mine, _) = t.insert(challenge(others, "WEB1", None, "198.19.0.1", others));
+            let me = ClientIdentity {
+                forwarded_for: Some("198.19.0.1".into()),
+                ..ClientIdentity::default()
+            };
+            let t0 = std::time::Instant::now();
+            for _ in 0..2_000 {
+                assert_eq!(t.latest_for(&me, others, u64::MAX), Some(mine));
+            }
+            let d = t0.elapsed();
+            t.answer(mine);
+            assert_eq!(t.latest_for(&me, others, u64::MAX), None);
+            while t.evict_oldest() {}
+            assert!(
+                t.by_client.is_empty(),
+                "the index holds no removed challenge"
+            );
+            d
+        };
+        let small = time(5_000);
+        let large = time(50_000);
+        let ratio = large.as_secs_f64() / small.as_secs_f64().max(1e-9);
+        assert!(ratio < 5.0, "{small:?} -> {large:?}: {ratio:.1}x");
     }
 }

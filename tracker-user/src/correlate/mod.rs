@@ -330,10 +330,9 @@ impl Correlator {
     fn restart_handshake(&mut self, id: u64) {
         if let Some(c) = self.conns.get_mut(id)
             && let Some(old) = c.challenge.take()
-            && let Some(ch) = self.challenges.get_mut(old)
-            && !ch.answered
+            && self.challenges.get(old).is_some_and(|ch| !ch.answered)
         {
-            ch.answered = true;
+            self.challenges.answer(old);
             self.stats.challenges_superseded += 1;
         }
     }
@@ -548,10 +547,9 @@ impl Correlator {
         if let Some(c) = self.conns.get_mut(conn) {
             c.names = Some(Arc::clone(&info.names));
             if let Some(old) = c.challenge.replace(id)
-                && let Some(och) = self.challenges.get_mut(old)
-                && !och.answered
+                && self.challenges.get(old).is_some_and(|ch| !ch.answered)
             {
-                och.answered = true;
+                self.challenges.answer(old);
                 self.stats.challenges_superseded += 1;
             }
         }
