@@ -267,35 +267,86 @@ impl Core {
             st.body_until = None;
         }
         let truncated = (data.len() as u32) < end.wrapping_sub(seq);
-        if st.buf.is_empty() {
-            st.buf_rec = Some(RecordHeader { seq, ..h });
-        }
-        if st.buf.len() + data.len() > self.limits.max_stream_bytes {
-            self.stats.oversize += 1;
-            self.give_up(st);
-            st.next_seq = Some(end);
-            return;
-        }
-        if self.total_bytes + data.len() > self.limits.max_total_bytes {
-            self.stats.bytes_limit_drops += 1;
-            self.give_up(st);
-            st.next_seq = Some(end);
-            return;
-        }
-        st.buf.extend_from_slice(data);
-        self.total_bytes += data.len();
         st.next_seq = Some(end);
-        self.drain(st, seq, truncated, out);
+        if st.buf.is_empty() {
+            // The common case: heads read straight from the record; only an unfinished
+            // head's bytes are copied into the stream.
+            st.buf_rec = Some(RecordHeader { seq, ..h });
+            let (consumed, partial) = self.drain(st, data, truncated, out);
+            self.keep(st, &data[consumed..], consumed, partial, end, false);
+            return;
+        }
+        let mut buf = std::mem::take(&mut st.buf);
+        buf.extend_from_slice(data);
+        self.total_bytes += data.len();
+        let (consumed, partial) = self.drain(st, &buf, truncated, out);
+        self.total_bytes = self.total_bytes.saturating_sub(buf.len());
+        self.keep(st, &buf[consumed..], consumed, partial, end, true);
     }
 
-    /// Emits every complete head at the start of the buffer, skipping bodies of known length
-    /// so pipelined heads are found. One loop over one `consumed` cursor: the three parse
-    /// outcomes each move it differently.
-    fn drain(&mut self, st: &mut Stream, seg_seq: u32, truncated: bool, out: &mut Vec<Piece>) {
+    /// Buffers `rest`, what is left of an unfinished head after `consumed` bytes, within the
+    /// stream and total limits (else the head is given up — a gap when earlier bytes of it
+    /// were `buffered` — and the stream goes on at `end`).
+    fn keep(
+        &mut self,
+        st: &mut Stream,
+        rest: &[u8],
+        consumed: usize,
+        partial: bool,
+        end: u32,
+        buffered: bool,
+    ) {
+        st.buf.clear();
+        if rest.is_empty() {
+            // Heads are mostly read from one record: an idle stream holds no buffer.
+            st.buf = Vec::new();
+            st.buf_rec = None;
+            st.searched = 0;
+            return;
+        }
+        let over_stream = rest.len() > self.limits.max_stream_bytes;
+        if over_stream || self.total_bytes + rest.len() > self.limits.max_total_bytes {
+            if over_stream {
+                self.stats.oversize += 1;
+            } else {
+                self.stats.bytes_limit_drops += 1;
+            }
+            self.stats.gaps += u64::from(buffered);
+            st.buf = Vec::new();
+            st.buf_rec = None;
+            st.searched = 0;
+            st.next_seq = Some(end);
+            return;
+        }
+        st.buf.extend_from_slice(rest);
+        self.total_bytes += rest.len();
+        if let Some(r) = st.buf_rec.as_mut() {
+            r.seq = r.seq.wrapping_add(consumed as u32);
+        }
+        // A head that still needs bytes, judged HTTP from its first ones: what is buffered
+        // holds no end of it. (Fewer than eight bytes may not have been judged yet.)
+        st.searched = if partial && rest.len() >= 8 {
+            rest.len()
+        } else {
+            0
+        };
+    }
+
+    /// Emits every complete head at the start of `buf` (the stream's unfinished head and
+    /// this segment), skipping bodies of known length so pipelined heads are found. Returns
+    /// the bytes consumed and whether what is left is an unfinished head. One loop over one
+    /// `consumed` cursor: the three parse outcomes each move it differently.
+    fn drain(
+        &mut self,
+        st: &mut Stream,
+        buf: &[u8],
+        truncated: bool,
+        out: &mut Vec<Piece>,
+    ) -> (usize, bool) {
         let mut consumed = 0usize;
         let mut partial = false;
         loop {
-            let rest = &st.buf[consumed..];
+            let rest = &buf[consumed..];
             if rest.is_empty() {
                 break;
             }
@@ -304,7 +355,7 @@ impl Core {
             if consumed == 0
                 && st.searched > 0
                 && !truncated
-                && http::head_end(&st.buf[st.searched.saturating_sub(3)..]).is_none()
+                && http::head_end(&buf[st.searched.saturating_sub(3)..]).is_none()
             {
                 partial = true;
                 break;
@@ -328,19 +379,19 @@ impl Core {
                         .status()
                         .is_some_and(|s| s == 204 || s == 304 || s < 200);
                     if !bodyless && body > 0 {
-                        let avail = (st.buf.len() - consumed) as u64;
+                        let avail = (buf.len() - consumed) as u64;
                         if body <= avail {
                             consumed += body as usize;
                         } else {
                             let start = base.seq.wrapping_add(consumed as u32);
                             st.body_until =
                                 Some(start.wrapping_add(body.min(u64::from(u32::MAX / 2)) as u32));
-                            consumed = st.buf.len();
+                            consumed = buf.len();
                         }
                     }
                     out.push(Piece::Head { rec, head });
-                    if head_chunked_tail(&st.buf[consumed..]) {
-                        consumed = st.buf.len();
+                    if head_chunked_tail(&buf[consumed..]) {
+                        consumed = buf.len();
                     }
                 }
                 Parse::Partial => {
@@ -355,7 +406,7 @@ impl Core {
                             };
                             out.push(Piece::Head { rec, head });
                         }
-                        consumed = st.buf.len();
+                        consumed = buf.len();
                     } else {
                         partial = true;
                     }
@@ -363,26 +414,12 @@ impl Core {
                 }
                 Parse::NotHttp => {
                     self.stats.not_http += 1;
-                    consumed = st.buf.len();
+                    consumed = buf.len();
                     break;
                 }
             }
         }
-        self.total_bytes = self.total_bytes.saturating_sub(consumed);
-        st.buf.drain(..consumed);
-        // A head that still needs bytes, judged HTTP from its first ones: what is buffered
-        // holds no end of it. (Fewer than eight bytes may not have been judged yet.)
-        st.searched = if partial && st.buf.len() >= 8 {
-            st.buf.len()
-        } else {
-            0
-        };
-        if st.buf.is_empty() {
-            st.buf_rec = None;
-        } else if let Some(r) = st.buf_rec.as_mut() {
-            r.seq = r.seq.wrapping_add(consumed as u32);
-            let _ = seg_seq;
-        }
+        (consumed, partial)
     }
 
     fn give_up(&mut self, st: &mut Stream) {

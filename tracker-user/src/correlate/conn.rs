@@ -49,8 +49,9 @@ pub(super) struct PendingReq {
     pub forwarded_for_line: Option<IdentityValue>,
     pub identity: ClientIdentity,
     pub at_ns: u64,
-    /// A verdict that waits for the response's status.
-    pub verdict: Option<Verdict>,
+    /// A verdict that waits for the response's status (boxed: a verdict is ~700 bytes and a
+    /// connection's queue keeps room for several requests).
+    pub verdict: Option<Box<Verdict>>,
     /// For a healthy Type-3: who authenticated.
     pub user: Option<(Option<String>, Option<String>)>,
     /// For a Type-1: how the client came to NTLM.
@@ -73,7 +74,8 @@ pub(super) struct Conn {
     pub pending: VecDeque<PendingReq>,
     /// The unanswered challenge issued on this connection.
     pub challenge: Option<u64>,
-    pub auth: Option<AuthCtx>,
+    /// Boxed: most connections never authenticate, and the context is a few hundred bytes.
+    pub auth: Option<Box<AuthCtx>>,
     /// The flow whose identity the kernel checks (an `AuthUpdate::Set` was issued).
     pub kernel_auth: Option<FlowKey>,
     pub closed: Option<Closed>,

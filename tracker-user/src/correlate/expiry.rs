@@ -77,7 +77,7 @@ impl Correlator {
     pub(super) fn flush_pending(&mut self, c: &mut Conn, out: &mut Vec<Verdict>) {
         for mut p in c.pending.drain(..) {
             if let Some(v) = p.verdict.take() {
-                self.emit(v, out);
+                self.emit(*v, out);
             }
         }
     }

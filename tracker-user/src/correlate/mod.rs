@@ -267,13 +267,13 @@ impl Correlator {
             forwarded_for_line: head.forwarded_for_line,
             identity,
             at_ns: h.timestamp_ns,
-            verdict: auth.verdict,
+            verdict: auth.verdict.map(Box::new),
             user: auth.user,
             fallback: auth.fallback,
             kerberos: auth.kerberos,
         });
         if let Some(v) = overflow {
-            self.emit(v, out);
+            self.emit(*v, out);
         }
     }
 
@@ -411,6 +411,11 @@ impl Correlator {
         } else {
             c.pending.pop_front()
         };
+        if c.pending.is_empty() {
+            // An idle connection keeps no queue: with many open connections its room for
+            // several requests was most of the daemon's memory.
+            c.pending = std::collections::VecDeque::new();
+        }
         if req.is_none() && !informational {
             self.stats.responses_unmatched += 1;
         }
@@ -478,7 +483,7 @@ impl Correlator {
             if matches!(req.kind, ReqKind::Type3) {
                 self.clients.ntlm(&v.client, v.fallback.as_ref());
             }
-            self.emit(v, out);
+            self.emit(*v, out);
         }
         if matches!(req.kind, ReqKind::Kerberos) {
             self.clients.kerberos(&req.identity);
@@ -500,7 +505,7 @@ impl Correlator {
         let leg = c.leg(req.at_ns);
         match reuse::after_response(&mut req, outcome, head.persistent_auth, leg) {
             Some(Some(ctx)) => {
-                c.auth = Some(ctx);
+                c.auth = Some(Box::new(ctx));
                 self.authenticated(id, &req);
             }
             Some(None) => self.deauthenticate(id),
