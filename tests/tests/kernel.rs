@@ -24,7 +24,7 @@ use tracker_common::{
 use tracker_user::{
     correlate::AuthUpdate,
     endpoint::Backend,
-    loader::{AuthFlows, TC_PROGRAM, Tracker, TrackerConfig, XDP_PROGRAM},
+    loader::{AuthFlows, TC_INGRESS_PROGRAM, TC_PROGRAM, Tracker, TrackerConfig, XDP_PROGRAM},
     pipeline::{self, Output, Pipeline},
     record::Record,
 };
@@ -1179,6 +1179,91 @@ fn verifier_work_has_headroom() {
             "{name}: {n} verified instructions, budget 250000"
         );
     }
+}
+
+/// The tcx ingress program (for interfaces whose XDP slot is taken) is the XDP program's
+/// tracking from TC: the same handshake through either gives the same records, it always
+/// hands the packet on, and the verifier accepts it within the same budget.
+#[test]
+fn tcx_ingress_records_what_xdp_records() {
+    let Some(mut k) = kernel("tcx_ingress_records_what_xdp_records") else {
+        return;
+    };
+    let loaded = {
+        let p: &mut SchedClassifier = k
+            .tracker
+            .ebpf_mut()
+            .program_mut(TC_INGRESS_PROGRAM)
+            .unwrap()
+            .try_into()
+            .unwrap();
+        p.info().is_ok() || p.load().is_ok()
+    };
+    assert!(loaded, "load {TC_INGRESS_PROGRAM}");
+    let c = frames::CLIENT4;
+    let s = frames::SERVER4;
+    let handshake = |k: &mut Kernel, port: u16, tc: bool| -> Vec<Record> {
+        let up = Tcp::new(port, BACKEND_PORT, 1, ACK | PSH);
+        let down = Tcp::new(BACKEND_PORT, port, 1, ACK | PSH);
+        let t1 = format!("GET /ews HTTP/1.1\r\nAuthorization: NTLM {TYPE1}\r\n\r\n");
+        k.egress(&frames::tcp4(&[], c, s, &up, t1.as_bytes()));
+        let t2 = format!(
+            "HTTP/1.1 401 Unauthorized\r\nContent-Length: 0\r\nWWW-Authenticate: NTLM {TYPE2}\r\n\r\n"
+        );
+        let frame = frames::tcp4(&[], s, c, &down, t2.as_bytes());
+        if tc {
+            let p: &mut SchedClassifier = k
+                .tracker
+                .ebpf_mut()
+                .program_mut(TC_INGRESS_PROGRAM)
+                .unwrap()
+                .try_into()
+                .unwrap();
+            let r = p
+                .test_run(TestRunOptions {
+                    data_in: Some(&frame),
+                    ..TestRunOptions::default()
+                })
+                .unwrap();
+            assert_eq!(
+                r.return_value, TC_ACT_UNSPEC,
+                "tcx ingress hands the packet on"
+            );
+        } else {
+            k.ingress(&frame);
+        }
+        k.records()
+    };
+    let comparable = |recs: Vec<Record>| -> Vec<(Vec<u8>, u8, u8, u8, u8, u8, u32)> {
+        recs.into_iter()
+            .map(|r| {
+                let h = r.header;
+                (
+                    r.payload.to_vec(),
+                    h.kind,
+                    h.direction,
+                    h.header,
+                    h.scheme,
+                    h.token,
+                    h.seq,
+                )
+            })
+            .collect()
+    };
+    let xdp = comparable(handshake(&mut k, 40_101, false));
+    let tc = comparable(handshake(&mut k, 40_102, true));
+    assert_eq!(xdp.len(), 2, "Type-1 and Type-2 records");
+    assert_eq!(xdp, tc);
+    let p = k
+        .tracker
+        .ebpf_mut()
+        .program_mut(TC_INGRESS_PROGRAM)
+        .unwrap();
+    let n = p.info().unwrap().verified_instruction_count().unwrap();
+    assert!(
+        n < 250_000,
+        "{TC_INGRESS_PROGRAM}: {n} verified instructions"
+    );
 }
 
 /// Seeded hostile frames through both loaded programs: truncated and bogus headers, IPv6

@@ -358,7 +358,8 @@ fn bad_input_gives_one_clear_error_and_leaves_nothing() {
     assert!(err.contains("CAP_BPF") && err.contains("setcap"), "{err}");
     assert_eq!(err.trim().lines().count(), 1, "one line: {err}");
 
-    // Someone else's XDP program on the interface: refused, theirs untouched, ours not left.
+    // A second tracker on the same interface: refused (it would count every packet twice),
+    // the first one's programs untouched, nothing of the second left.
     let mut first = daemon(&pair, &["--backend", "198.18.200.0/30:80"]);
     let (code, err) = run(&[
         "run",
@@ -368,7 +369,10 @@ fn bad_input_gives_one_clear_error_and_leaves_nothing() {
         "198.18.200.0/30:80",
     ]);
     assert_eq!(code, Some(1));
-    assert!(err.contains("already has an XDP program"), "{err}");
+    assert!(
+        err.contains("already tracked by another ntlm-affinity"),
+        "{err}"
+    );
     assert_eq!(
         pair.attached(),
         (true, 1),
@@ -418,6 +422,167 @@ fn bad_input_gives_one_clear_error_and_leaves_nothing() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{err}");
     assert!(!err.contains("panicked"), "{err}");
+}
+
+impl Pair {
+    /// A listener that answers every request with a 401 carrying an NTLM challenge, so the
+    /// ingress leg carries NTLM too.
+    fn listen_ntlm(&mut self) {
+        let script = format!(
+            r#"
+import http.server
+class H(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        self.send_response(401)
+        self.send_header("WWW-Authenticate", "NTLM {TYPE2}")
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+    def log_message(self, *a):
+        pass
+http.server.HTTPServer(("{SERVER_IP}", 80), H).serve_forever()
+"#
+        );
+        let child = self
+            .exec(&self.server_ns.clone())
+            .args(["python3", "-c", &script])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        self.servers.push(child);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            let out = self
+                .exec(&self.client_ns)
+                .args(["curl", "-s", "-o", "/dev/null", "-w", "%{http_code}"])
+                .arg(format!("http://{SERVER_IP}/"))
+                .output()
+                .unwrap();
+            if out.stdout == b"401" {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        panic!("the NTLM listener in {} did not come up", self.server_ns);
+    }
+
+    /// Programs on the client interface's tcx ingress.
+    fn tcx_ingress(&self) -> usize {
+        let ns = self.client_ns.clone();
+        let iface = self.client_if.clone();
+        std::thread::spawn(move || {
+            let f = std::fs::File::open(format!("/run/netns/{ns}")).unwrap();
+            use std::os::fd::AsRawFd;
+            assert_eq!(unsafe { libc::setns(f.as_raw_fd(), libc::CLONE_NEWNET) }, 0);
+            SchedClassifier::query_tcx(&iface, TcAttachType::Ingress)
+                .unwrap()
+                .1
+                .len()
+        })
+        .join()
+        .unwrap()
+    }
+}
+
+const TYPE1: &str = "TlRMTVNTUAABAAAAB4IIogAAAAAAAAAAAAAAAAAAAAAGAbEdAAAADw==";
+const TYPE2: &str = "TlRMTVNTUAACAAAADAAMADgAAAAFgomiESIzRFVmd4gAAAAAAAAAAA==";
+
+/// Someone else's XDP program (the object's do-nothing `pass_xdp`, loaded and attached from
+/// inside the namespace) holds the client interface's XDP slot while `body` runs.
+fn with_foreign_xdp(pair: &Pair, body: impl FnOnce()) {
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel::<()>();
+    let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();
+    let ns = pair.client_ns.clone();
+    let iface = pair.client_if.clone();
+    let holder = std::thread::spawn(move || {
+        let f = std::fs::File::open(format!("/run/netns/{ns}")).unwrap();
+        use std::os::fd::AsRawFd;
+        assert_eq!(unsafe { libc::setns(f.as_raw_fd(), libc::CLONE_NEWNET) }, 0);
+        let mut ebpf = aya::EbpfLoader::new()
+            .map_max_entries(tracker_common::names::FLOWS, 1024)
+            .load(tracker_user::loader::ebpf_object())
+            .unwrap();
+        let prog: &mut aya::programs::Xdp = ebpf
+            .program_mut(tracker_common::names::XDP_BASELINE)
+            .unwrap()
+            .try_into()
+            .unwrap();
+        prog.load().unwrap();
+        prog.attach(&iface, aya::programs::XdpMode::Default)
+            .unwrap();
+        ready_tx.send(()).unwrap();
+        done_rx.recv().unwrap();
+    });
+    ready_rx.recv().unwrap();
+    body();
+    done_tx.send(()).unwrap();
+    holder.join().unwrap();
+}
+
+/// An interface whose XDP slot is taken: `--ingress xdp` refuses it, the default tracks its
+/// ingress from tcx and says so, both directions are reported, and the other program is
+/// still attached after the tracker stops.
+#[test]
+fn ingress_falls_back_to_tcx_when_another_program_holds_xdp() {
+    if !support::privileged("ingress_falls_back_to_tcx_when_another_program_holds_xdp") {
+        return;
+    }
+    let mut pair = Pair::new("x");
+    pair.listen_ntlm();
+    with_foreign_xdp(&pair, || {
+        let out = pair
+            .exec(&pair.client_ns)
+            .arg(tracker_bin())
+            .args(["run", "--iface", &pair.client_if, "--ingress", "xdp"])
+            .args(["--backend", "198.18.200.0/30:80"])
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{err}");
+        assert!(err.contains("already has an XDP program"), "{err}");
+        assert_eq!(pair.tcx_ingress(), 0, "nothing left by the refused run");
+
+        let out = pair
+            .exec(&pair.client_ns)
+            .arg(tracker_bin())
+            .args(["check", "--iface", &pair.client_if])
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(text.contains("ingress attaches from tcx"), "{text}");
+
+        let mut d = daemon(&pair, &["--backend", "198.18.200.0/30:80"]);
+        assert_eq!(pair.tcx_ingress(), 1, "tcx ingress while running");
+        assert_eq!(pair.attached(), (true, 1), "theirs in XDP, ours on egress");
+        let status = pair
+            .exec(&pair.client_ns)
+            .args(["curl", "-s", "-o", "/dev/null", "--max-time", "5"])
+            .args(["-H", &format!("Authorization: NTLM {TYPE1}")])
+            .arg(format!("http://{SERVER_IP}/ews/exchange.asmx"))
+            .status()
+            .unwrap();
+        assert!(status.success());
+        let events = d.collect(Duration::from_secs(10), |e| messages(e).len() >= 2);
+        let msgs = messages(&events);
+        let dirs: Vec<_> = msgs
+            .iter()
+            .map(|m| {
+                (
+                    m["observer"]["ingress_or_egress"].as_str().unwrap_or(""),
+                    m["ntlm"]["message_type"].as_str().unwrap_or(""),
+                )
+            })
+            .collect();
+        assert_eq!(
+            dirs,
+            [("egress", "negotiate"), ("ingress", "challenge")],
+            "{events:#?}"
+        );
+        assert!(d.interrupt().success());
+        assert_eq!(pair.tcx_ingress(), 0, "ours gone after SIGINT");
+        assert_eq!(pair.attached(), (true, 0), "theirs still in XDP");
+    });
+    assert_eq!(pair.attached(), (false, 0));
 }
 
 /// Runs `traffic` with a classic clsact filter on the client interface's egress — the

@@ -32,6 +32,8 @@ pub mod names {
     pub const INGRESS_PROGRAM: &str = "ntlm_ingress";
     /// The TC program (egress).
     pub const EGRESS_PROGRAM: &str = "ntlm_egress";
+    /// The same ingress program as a tcx (TC) one, for interfaces whose XDP slot is taken.
+    pub const INGRESS_TC_PROGRAM: &str = "ntlm_ingress_tc";
     /// Pass-through baselines of the benchmark harness.
     pub const XDP_BASELINE: &str = "pass_xdp";
     pub const TC_BASELINE: &str = "pass_tc";

@@ -144,6 +144,14 @@ pub fn ntlm_egress(ctx: TcContext) -> i32 {
     TC_ACT_UNSPEC
 }
 
+/// The ingress program for an interface whose one XDP slot already holds someone else's
+/// program: the same tracking from tcx ingress, handing the packet on like the egress one.
+#[classifier]
+pub fn ntlm_ingress_tc(ctx: TcContext) -> i32 {
+    let _ = track(&ctx, DIR_INGRESS);
+    TC_ACT_UNSPEC
+}
+
 /// Baselines for the benchmark harness: the same program types, loaded the same way, doing
 /// nothing. Per-packet cost is reported as a ratio against them.
 #[xdp]

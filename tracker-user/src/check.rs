@@ -142,18 +142,14 @@ pub fn run(interfaces: &[String]) -> Vec<Finding> {
         let busy = exists && xdp_attached(iface).unwrap_or(false);
         f.push(Finding {
             name: format!("interface {iface}"),
-            ok: exists && !busy,
+            ok: exists,
             required: true,
             detail: match (exists, busy) {
                 (false, _) => "does not exist in this network namespace".into(),
-                (true, true) => "already has an XDP program".into(),
-                (true, false) => "present, no XDP program attached".into(),
+                (true, true) => "already has an XDP program: ingress attaches from tcx instead (`--ingress auto`), that program stays".into(),
+                (true, false) => "present, XDP slot free: ingress attaches through XDP".into(),
             },
-            fix: match (exists, busy) {
-                (false, _) => Some("pick an interface from `ip link` (or run inside its namespace with `ip netns exec`)".into()),
-                (true, true) => Some(format!("`ip link set dev {iface} xdp off` if that program is not needed")),
-                _ => None,
-            },
+            fix: (!exists).then(|| "pick an interface from `ip link` (or run inside its namespace with `ip netns exec`)".into()),
         });
     }
     f

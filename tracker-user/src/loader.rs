@@ -29,6 +29,34 @@ use crate::{check, correlate::AuthUpdate, endpoint::Backend};
 
 pub const XDP_PROGRAM: &str = names::INGRESS_PROGRAM;
 pub const TC_PROGRAM: &str = names::EGRESS_PROGRAM;
+pub const TC_INGRESS_PROGRAM: &str = names::INGRESS_TC_PROGRAM;
+
+/// How the ingress program is attached to an interface.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Ingress {
+    Xdp,
+    /// tcx ingress (a clsact filter before Linux 6.6): the XDP slot was taken.
+    Tc,
+}
+
+impl Ingress {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Ingress::Xdp => "xdp",
+            Ingress::Tc => "tc",
+        }
+    }
+}
+
+/// Which ingress attachment `run` wants.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum IngressMode {
+    /// XDP when the interface's XDP slot is free, else tcx ingress.
+    #[default]
+    Auto,
+    Xdp,
+    Tc,
+}
 /// Do-nothing programs of the same types, the benchmark harness's baseline.
 pub const XDP_BASELINE: &str = names::XDP_BASELINE;
 pub const TC_BASELINE: &str = names::TC_BASELINE;
@@ -49,6 +77,7 @@ pub struct TrackerConfig {
     pub capture_len: u32,
     pub continuation_bytes: u32,
     pub xdp_mode: XdpMode,
+    pub ingress: IngressMode,
 }
 
 impl Default for TrackerConfig {
@@ -62,6 +91,7 @@ impl Default for TrackerConfig {
             capture_len: CAPTURE_MAX as u32,
             continuation_bytes: DEFAULT_CONTINUATION_BYTES,
             xdp_mode: XdpMode::Default,
+            ingress: IngressMode::Auto,
         }
     }
 }
@@ -102,6 +132,10 @@ pub struct Tracker {
     identity_key: [u64; 2],
     /// Interfaces the programs are attached to, in attach order.
     pub interfaces: Vec<(String, u32)>,
+    /// How the ingress program is attached to each of `interfaces` (same order).
+    pub ingress: Vec<Ingress>,
+    /// The tcx ingress program is loaded only when an interface needs it.
+    tc_ingress_loaded: bool,
 }
 
 /// Sum over CPUs of every `STATS` counter, by name.
@@ -149,6 +183,8 @@ impl Tracker {
             ebpf,
             identity_key,
             interfaces: Vec::new(),
+            ingress: Vec::new(),
+            tc_ingress_loaded: false,
         };
         t.configure(cfg)?;
         Ok(t)
@@ -190,20 +226,44 @@ impl Tracker {
         KernelVersion::current().is_ok_and(|v| v >= KernelVersion::new(6, 6, 0))
     }
 
-    /// Attaches XDP (ingress) and TC (egress) to `iface`. On error nothing stays attached to
-    /// this interface; earlier interfaces stay attached until the Tracker is dropped.
-    pub fn attach(&mut self, iface: &str, mode: XdpMode) -> anyhow::Result<()> {
+    /// Attaches the ingress program (XDP, or tcx ingress as `ingress` says) and TC egress to
+    /// `iface`; returns how ingress was attached. On error nothing stays attached to this
+    /// interface; earlier interfaces stay attached until the Tracker is dropped.
+    pub fn attach(
+        &mut self,
+        iface: &str,
+        mode: XdpMode,
+        ingress: IngressMode,
+    ) -> anyhow::Result<Ingress> {
         let ifindex = check::ifindex(iface).ok_or_else(|| {
             anyhow!("no interface named `{iface}` in this network namespace (see `ip link`)")
         })?;
-        let xdp: &mut Xdp = self
-            .ebpf
-            .program_mut(XDP_PROGRAM)
-            .ok_or_else(|| anyhow!("program {XDP_PROGRAM} missing"))?
-            .try_into()?;
-        let xdp_link = xdp
-            .attach(iface, mode)
-            .map_err(|e| attach_error(e, iface, "XDP"))?;
+        // A second instance would track every packet twice (its tcx ingress beside the
+        // first one's XDP). Our egress program is always a tcx link from 6.6 on.
+        if let Ok((_, progs)) = SchedClassifier::query_tcx(iface, TcAttachType::Egress)
+            && progs.iter().any(|p| p.name_as_str() == Some(TC_PROGRAM))
+        {
+            bail!(
+                "interface {iface} is already tracked by another ntlm-affinity (its {TC_PROGRAM} program is attached); stop that one first"
+            );
+        }
+        let xdp_link = match ingress {
+            IngressMode::Tc => None,
+            IngressMode::Xdp | IngressMode::Auto => {
+                let xdp: &mut Xdp = self
+                    .ebpf
+                    .program_mut(XDP_PROGRAM)
+                    .ok_or_else(|| anyhow!("program {XDP_PROGRAM} missing"))?
+                    .try_into()?;
+                match xdp.attach(iface, mode) {
+                    Ok(link) => Some(link),
+                    // Someone else's program holds the one XDP slot: leave it, use tcx.
+                    Err(e) if ingress == IngressMode::Auto && xdp_slot_taken(&e) => None,
+                    Err(e) => return Err(attach_error(e, iface, "XDP")),
+                }
+            }
+        };
+        let mut tc_ingress_link = None;
         let tc_result = (|| -> anyhow::Result<()> {
             if KernelVersion::current().is_ok_and(|v| v < KernelVersion::new(6, 6, 0)) {
                 // tcx needs 6.6; older kernels attach through the clsact qdisc.
@@ -215,6 +275,23 @@ impl Tracker {
                     }
                 }
             }
+            if xdp_link.is_none() {
+                let prog: &mut SchedClassifier = self
+                    .ebpf
+                    .program_mut(TC_INGRESS_PROGRAM)
+                    .ok_or_else(|| anyhow!("program {TC_INGRESS_PROGRAM} missing"))?
+                    .try_into()?;
+                if !self.tc_ingress_loaded {
+                    prog.load().map_err(|e| {
+                        privilege_hint(anyhow!(e), &format!("loading program {TC_INGRESS_PROGRAM}"))
+                    })?;
+                    self.tc_ingress_loaded = true;
+                }
+                tc_ingress_link = Some(
+                    prog.attach(iface, TcAttachType::Ingress)
+                        .map_err(|e| attach_error(e, iface, "TC ingress"))?,
+                );
+            }
             let prog: &mut SchedClassifier = self
                 .ebpf
                 .program_mut(TC_PROGRAM)
@@ -225,13 +302,26 @@ impl Tracker {
             Ok(())
         })();
         if let Err(e) = tc_result {
-            if let Some(aya::programs::Program::Xdp(xdp)) = self.ebpf.program_mut(XDP_PROGRAM) {
-                let _ = xdp.detach(xdp_link);
+            if let (Some(link), Some(aya::programs::Program::Xdp(xdp))) =
+                (xdp_link, self.ebpf.program_mut(XDP_PROGRAM))
+            {
+                let _ = xdp.detach(link);
+            }
+            if let (Some(link), Some(aya::programs::Program::SchedClassifier(p))) =
+                (tc_ingress_link, self.ebpf.program_mut(TC_INGRESS_PROGRAM))
+            {
+                let _ = p.detach(link);
             }
             return Err(e);
         }
+        let how = if xdp_link.is_some() {
+            Ingress::Xdp
+        } else {
+            Ingress::Tc
+        };
         self.interfaces.push((iface.to_string(), ifindex));
-        Ok(())
+        self.ingress.push(how);
+        Ok(how)
     }
 
     /// The ring buffer the kernel writes records to (can be taken once).
@@ -337,14 +427,19 @@ fn privilege_hint(e: anyhow::Error, what: &str) -> anyhow::Error {
     ))
 }
 
+/// The XDP attach failed because another program holds the interface's XDP slot.
+fn xdp_slot_taken(e: &ProgramError) -> bool {
+    let code = os_error(e);
+    matches!(code, Some(libc::EBUSY) | Some(libc::EEXIST))
+        || matches!(e, ProgramError::AlreadyAttached)
+        || matches!(e, ProgramError::XdpError(XdpError::NetlinkError(_)) if code == Some(libc::EBUSY))
+}
+
 fn attach_error(e: ProgramError, iface: &str, what: &str) -> anyhow::Error {
     let code = os_error(&e);
-    let busy = matches!(code, Some(libc::EBUSY) | Some(libc::EEXIST))
-        || matches!(&e, ProgramError::AlreadyAttached)
-        || matches!(&e, ProgramError::XdpError(XdpError::NetlinkError(_)) if code == Some(libc::EBUSY));
-    if busy && what == "XDP" {
+    if what == "XDP" && xdp_slot_taken(&e) {
         return anyhow!(
-            "interface {iface} already has an XDP program of someone else; ntlm-affinity does not replace it (remove it with `ip link set dev {iface} xdp off`, or pick another interface)"
+            "interface {iface} already has an XDP program of someone else; ntlm-affinity does not replace it (drop `--ingress xdp` to track from tcx ingress instead, remove it with `ip link set dev {iface} xdp off`, or pick another interface)"
         );
     }
     if code.is_some() {

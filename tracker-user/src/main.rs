@@ -17,7 +17,7 @@ use tracker_user::{
     check, correlate,
     endpoint::Backend,
     event, http,
-    loader::{AuthFlows, Tracker, TrackerConfig},
+    loader::{AuthFlows, Ingress, IngressMode, Tracker, TrackerConfig},
     output,
     pipeline::{self, Pipeline},
     privilege,
@@ -94,6 +94,10 @@ struct RunArgs {
     /// XDP attach mode.
     #[arg(long, value_enum, default_value_t = Mode::Auto)]
     xdp_mode: Mode,
+    /// How the ingress program attaches: `auto` uses XDP when the interface's XDP slot is
+    /// free and tcx ingress when another program holds it (theirs stays untouched).
+    #[arg(long, value_enum, default_value_t = IngressArg::Auto)]
+    ingress: IngressArg,
     /// Seconds between tracker statistics records (0: only at exit).
     #[arg(long, default_value_t = 60)]
     stats_interval: u64,
@@ -184,6 +188,16 @@ enum Mode {
     Driver,
 }
 
+#[derive(Clone, Copy, ValueEnum)]
+enum IngressArg {
+    /// XDP when the interface's XDP slot is free, else tcx ingress.
+    Auto,
+    /// XDP only: refuse an interface that already has an XDP program.
+    Xdp,
+    /// tcx ingress only (the XDP slot stays free).
+    Tc,
+}
+
 fn main() {
     let cli = Cli::parse();
     let code = match cli.command {
@@ -243,6 +257,11 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
         auth_flow_capacity: args.auth_flow_capacity,
         ring_bytes: args.ring_bytes,
         capture_len: args.capture_bytes,
+        ingress: match args.ingress {
+            IngressArg::Auto => IngressMode::Auto,
+            IngressArg::Xdp => IngressMode::Xdp,
+            IngressArg::Tc => IngressMode::Tc,
+        },
         xdp_mode: match args.xdp_mode {
             Mode::Auto => XdpMode::Default,
             Mode::Skb => XdpMode::Skb,
@@ -259,13 +278,30 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
     privilege::no_core_dumps().context("turning core dumps off")?;
     let mut tracker = Tracker::load(&cfg)?;
     for iface in &args.ifaces {
-        tracker.attach(iface, cfg.xdp_mode)?;
+        let how = tracker.attach(iface, cfg.xdp_mode, cfg.ingress)?;
+        if how == Ingress::Tc && cfg.ingress == IngressMode::Auto {
+            eprintln!(
+                "ntlm-affinity: {iface} already has another XDP program; tracking its ingress from tcx instead (that program stays attached)"
+            );
+        }
     }
     let kept = privilege::drop_after_attach(!tracker.links_only())
         .context("dropping capabilities after attaching")?;
     eprintln!(
-        "ntlm-affinity: attached to {} (XDP ingress, TC egress); tracking {} backend range(s), {} frontend port(s); holding {} only; Ctrl-C to stop",
-        args.ifaces.join(", "),
+        "ntlm-affinity: attached to {}; tracking {} backend range(s), {} frontend port(s); holding {} only; Ctrl-C to stop",
+        tracker
+            .interfaces
+            .iter()
+            .zip(&tracker.ingress)
+            .map(|((name, _), how)| format!(
+                "{name} ({} ingress, TC egress)",
+                match how {
+                    Ingress::Xdp => "XDP",
+                    Ingress::Tc => "tcx",
+                }
+            ))
+            .collect::<Vec<_>>()
+            .join(", "),
         cfg.backends.len(),
         cfg.frontend_ports.len(),
         kept.join(", ")
@@ -480,6 +516,12 @@ fn stats_line(
         "ntlm_affinity": {
             "kernel": kernel,
             "daemon": pipeline.stats_json(),
+            "interfaces": tracker
+                .interfaces
+                .iter()
+                .zip(&tracker.ingress)
+                .map(|((name, _), how)| serde_json::json!({ "name": name, "ingress": how.as_str() }))
+                .collect::<Vec<_>>(),
             "output": {
                 "written": writer.written(),
                 "dropped": writer.dropped(),
