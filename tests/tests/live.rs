@@ -585,6 +585,75 @@ fn ingress_falls_back_to_tcx_when_another_program_holds_xdp() {
     assert_eq!(pair.attached(), (false, 0));
 }
 
+/// An interface deleted under the running daemon: reported (an `interface_lost` event and a
+/// line on stderr), the others tracked on; with none left the daemon stops with an error.
+#[test]
+fn an_interface_that_disappears_is_reported_and_the_last_one_stops_the_daemon() {
+    if !support::privileged(
+        "an_interface_that_disappears_is_reported_and_the_last_one_stops_the_daemon",
+    ) {
+        return;
+    }
+    let mut pair = Pair::new("g");
+    pair.listen();
+    // A second interface in the same namespace, to lose first.
+    let extra = format!("{}e", pair.client_if);
+    sh(&[
+        "ip",
+        "-n",
+        &pair.client_ns,
+        "link",
+        "add",
+        &extra,
+        "type",
+        "veth",
+        "peer",
+        "name",
+        &format!("{extra}p"),
+    ]);
+    sh(&["ip", "-n", &pair.client_ns, "link", "set", &extra, "up"]);
+    let mut d = daemon(
+        &pair,
+        &["--iface", &extra, "--backend", "198.18.200.0/30:80"],
+    );
+    sh(&["ip", "-n", &pair.client_ns, "link", "del", &extra]);
+    let lost = |e: &Value, name: &str| {
+        e["event"]["action"] == "interface_lost" && e["observer"]["interface"] == name
+    };
+    let events = d.collect(Duration::from_secs(10), |e| {
+        e.iter().any(|e| lost(e, &extra))
+    });
+    assert!(events.iter().any(|e| lost(e, &extra)), "{events:#?}");
+    // Still tracking the other one.
+    pair.curl(&[
+        "-H",
+        "Authorization: NTLM TlRMTVNTUAABAAAAB4IIogAAAAAAAAAAAAAAAAAAAAAGAbEdAAAADw==",
+    ]);
+    let events = d.collect(Duration::from_secs(10), |e| !messages(e).is_empty());
+    assert_eq!(messages(&events).len(), 1, "{events:#?}");
+    assert!(
+        d.wait_exit(Duration::from_millis(1500)).is_none(),
+        "one interface is left"
+    );
+    sh(&["ip", "-n", &pair.client_ns, "link", "del", &pair.client_if]);
+    let status = d
+        .wait_exit(Duration::from_secs(10))
+        .expect("the daemon stops with none left");
+    assert_eq!(status.code(), Some(1), "{status}");
+    let rest = d.collect(Duration::from_secs(2), |_| false);
+    let err = d.stderr_lines().join("\n");
+    assert!(
+        err.contains(&format!("interface {extra} disappeared")),
+        "{err}"
+    );
+    assert!(err.contains("every interface is gone"), "{err}");
+    assert!(rest.iter().any(|e| lost(e, &pair.client_if)), "{rest:#?}");
+    assert!(
+        rest.iter().any(|e| e["event"]["action"] == "tracker_stats"),
+        "final stats: {rest:#?}"
+    );
+}
+
 /// Runs `traffic` with a classic clsact filter on the client interface's egress — the
 /// object's do-nothing `pass_tc` through cls_bpf, loaded and attached from inside the
 /// namespace — and returns how often that filter ran (BPF_ENABLE_STATS run count): the

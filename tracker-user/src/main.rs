@@ -357,6 +357,8 @@ async fn event_loop(
     let mut writer = output::Writer::spawn(ctx.clone(), std::io::stdout(), output::DEFAULT_QUEUE)
         .context("starting the output thread")?;
     let mut outputs = Vec::new();
+    // Interfaces deleted (or moved) while running, by name: their links died with them.
+    let mut lost: Vec<String> = Vec::new();
     loop {
         tokio::select! {
             _ = sigint.recv() => break,
@@ -370,6 +372,18 @@ async fn event_loop(
                 writer.send(&mut outputs);
                 if writer.closed() {
                     return Ok(()); // stdout closed: nobody is listening
+                }
+                for (name, ifindex) in &tracker.interfaces {
+                    if !lost.contains(name) && check::ifindex(name) != Some(*ifindex) {
+                        lost.push(name.clone());
+                        eprintln!(
+                            "ntlm-affinity: interface {name} disappeared (deleted, or its namespace removed): its traffic is no longer tracked; restart ntlm-affinity to track it again (attaching needs CAP_NET_ADMIN, given up after the first attach)"
+                        );
+                        writer.send_line(interface_lost_line(&ctx, name, *ifindex));
+                    }
+                }
+                if lost.len() == tracker.interfaces.len() {
+                    break;
                 }
             }
             guard = ring.readable_mut() => {
@@ -399,7 +413,33 @@ async fn event_loop(
             writer.dropped()
         );
     }
+    if !lost.is_empty() && lost.len() == tracker.interfaces.len() {
+        anyhow::bail!(
+            "every interface is gone ({}): nothing left to track",
+            lost.join(", ")
+        );
+    }
     Ok(())
+}
+
+/// The `interface_lost` event: an interface the tracker was attached to no longer exists.
+fn interface_lost_line(ctx: &event::Context, name: &str, ifindex: u32) -> Vec<u8> {
+    let v = serde_json::json!({
+        "@timestamp": ctx.timestamp(u64::try_from(event::monotonic_ns()).unwrap_or(0)),
+        "event": {
+            "kind": "event",
+            "category": ["host"],
+            "type": ["error"],
+            "action": "interface_lost",
+            "dataset": "ntlm_affinity.interface",
+        },
+        "observer": { "hostname": ctx.observer, "interface": name },
+        "ntlm_affinity": { "interface": { "name": name, "ifindex": ifindex } },
+        "message": format!("interface {name} disappeared: its traffic is no longer tracked"),
+    });
+    let mut line = serde_json::to_vec(&v).unwrap_or_default();
+    line.push(b'\n');
+    line
 }
 
 fn replay_cmd(args: &ReplayArgs) -> i32 {

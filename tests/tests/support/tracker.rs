@@ -102,6 +102,23 @@ impl Tracker {
         got
     }
 
+    /// Waits for the daemon to exit by itself; its status, or `None` after `timeout`.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if let Some(s) = self.child.try_wait().unwrap() {
+                return Some(s);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        None
+    }
+
+    /// Everything the daemon wrote to stderr so far (also echoed as it came).
+    pub fn stderr_lines(&self) -> Vec<String> {
+        self.stderr.try_iter().collect()
+    }
+
     /// SIGINT, and wait for the exit (it flushes and detaches).
     pub fn interrupt(&mut self) -> ExitStatus {
         unsafe { libc::kill(self.child.id() as i32, libc::SIGINT) };
