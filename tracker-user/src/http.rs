@@ -29,6 +29,13 @@ pub struct AuthLine {
     pub value: String,
 }
 
+/// The value is overwritten when the line goes (see [`AuthLine`]).
+impl Drop for AuthLine {
+    fn drop(&mut self) {
+        zeroize::Zeroize::zeroize(&mut self.value);
+    }
+}
+
 impl std::fmt::Debug for AuthLine {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("AuthLine")

@@ -7,6 +7,7 @@
 use tracker_common::{FlowKey, RECORD_CLOSE, RecordHeader};
 
 use lru::LruCache;
+use zeroize::Zeroize;
 
 use crate::{
     hashing::Keyed,
@@ -273,32 +274,44 @@ impl Core {
             // head's bytes are copied into the stream.
             st.buf_rec = Some(RecordHeader { seq, ..h });
             let (consumed, partial) = self.drain(st, data, truncated, out);
-            self.keep(st, &data[consumed..], consumed, partial, end, false);
+            let mut rest = Vec::new();
+            if consumed < data.len() {
+                append_wiped(&mut rest, &data[consumed..]);
+            }
+            self.keep(st, rest, consumed, partial, end, false);
             return;
         }
         let mut buf = std::mem::take(&mut st.buf);
-        buf.extend_from_slice(data);
+        append_wiped(&mut buf, data);
         self.total_bytes += data.len();
         let (consumed, partial) = self.drain(st, &buf, truncated, out);
         self.total_bytes = self.total_bytes.saturating_sub(buf.len());
-        self.keep(st, &buf[consumed..], consumed, partial, end, true);
+        // The unread bytes move to the front of the same buffer: a head growing by small
+        // segments is never copied whole per segment.
+        if consumed > 0 {
+            let n = buf.len() - consumed;
+            buf.copy_within(consumed.., 0);
+            buf[n..].zeroize();
+            buf.truncate(n);
+        }
+        self.keep(st, buf, consumed, partial, end, true);
     }
 
-    /// Buffers `rest`, what is left of an unfinished head after `consumed` bytes, within the
-    /// stream and total limits (else the head is given up — a gap when earlier bytes of it
-    /// were `buffered` — and the stream goes on at `end`).
+    /// Keeps `rest`, what is left of an unfinished head after `consumed` bytes, as the stream's
+    /// buffer, within the stream and total limits (else the head is given up — a gap when
+    /// earlier bytes of it were `buffered` — and the stream goes on at `end`).
     fn keep(
         &mut self,
         st: &mut Stream,
-        rest: &[u8],
+        mut rest: Vec<u8>,
         consumed: usize,
         partial: bool,
         end: u32,
         buffered: bool,
     ) {
-        st.buf.clear();
         if rest.is_empty() {
             // Heads are mostly read from one record: an idle stream holds no buffer.
+            rest.zeroize();
             st.buf = Vec::new();
             st.buf_rec = None;
             st.searched = 0;
@@ -312,13 +325,13 @@ impl Core {
                 self.stats.bytes_limit_drops += 1;
             }
             self.stats.gaps += u64::from(buffered);
+            rest.zeroize();
             st.buf = Vec::new();
             st.buf_rec = None;
             st.searched = 0;
             st.next_seq = Some(end);
             return;
         }
-        st.buf.extend_from_slice(rest);
         self.total_bytes += rest.len();
         if let Some(r) = st.buf_rec.as_mut() {
             r.seq = r.seq.wrapping_add(consumed as u32);
@@ -330,6 +343,7 @@ impl Core {
         } else {
             0
         };
+        st.buf = rest;
     }
 
     /// Emits every complete head at the start of `buf` (the stream's unfinished head and
@@ -426,10 +440,28 @@ impl Core {
         if !st.buf.is_empty() {
             self.stats.gaps += 1;
             self.total_bytes = self.total_bytes.saturating_sub(st.buf.len());
-            st.buf.clear();
+            st.buf.zeroize();
             st.buf_rec = None;
             st.searched = 0;
         }
+    }
+}
+
+/// An unfinished head may hold a Type-3 token: its bytes are overwritten whenever the stream
+/// lets them go (here, when it grows the buffer, and on drop), never left in a freed block.
+fn append_wiped(buf: &mut Vec<u8>, data: &[u8]) {
+    if buf.capacity() - buf.len() < data.len() {
+        let mut grown = Vec::with_capacity((buf.len() + data.len()).next_power_of_two());
+        grown.extend_from_slice(buf);
+        buf.zeroize();
+        *buf = grown;
+    }
+    buf.extend_from_slice(data);
+}
+
+impl Drop for Stream {
+    fn drop(&mut self) {
+        self.buf.zeroize();
     }
 }
 

@@ -4,6 +4,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 use bytes::Bytes;
 use tracker_common::{FlowKey, RecordHeader};
+use zeroize::Zeroize;
 
 /// One record read from the `EVENTS` ring buffer.
 #[derive(Clone, Debug)]
@@ -36,6 +37,16 @@ impl std::fmt::Display for RecordError {
 }
 
 impl std::error::Error for RecordError {}
+
+/// A record's bytes may be a Type-3 token (credential material): they are overwritten when the
+/// record goes, so no freed heap block keeps them (docs/design.md, "Security").
+impl Drop for Record {
+    fn drop(&mut self) {
+        if let Ok(mut bytes) = std::mem::take(&mut self.payload).try_into_mut() {
+            bytes[..].zeroize();
+        }
+    }
+}
 
 impl Record {
     pub fn parse(buf: &[u8]) -> Result<Self, RecordError> {
