@@ -654,6 +654,40 @@ fn an_interface_that_disappears_is_reported_and_the_last_one_stops_the_daemon() 
     );
 }
 
+/// `kill -9` leaves no program acting: XDP and tcx are links that die with the process's
+/// file descriptors (Linux 6.6+), so a crashed daemon leaves the interface as it found it.
+#[test]
+fn a_killed_daemon_leaves_nothing_attached() {
+    if !support::privileged("a_killed_daemon_leaves_nothing_attached") {
+        return;
+    }
+    let mut pair = Pair::new("k");
+    pair.listen();
+    let mut d = daemon(&pair, &["--backend", "198.18.200.0/30:80"]);
+    assert_eq!(pair.attached(), (true, 1));
+    // SAFETY: signalling our own child.
+    assert_eq!(unsafe { libc::kill(d.pid() as i32, libc::SIGKILL) }, 0);
+    let status = d.wait_exit(Duration::from_secs(10)).expect("killed");
+    assert_eq!(
+        std::os::unix::process::ExitStatusExt::signal(&status),
+        Some(libc::SIGKILL)
+    );
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while pair.attached() != (false, 0) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(
+        pair.attached(),
+        (false, 0),
+        "nothing attached after kill -9"
+    );
+    assert_eq!(pair.tcx_ingress(), 0);
+    // And the interface can be tracked again at once.
+    let d = daemon(&pair, &["--backend", "198.18.200.0/30:80"]);
+    assert_eq!(pair.attached(), (true, 1));
+    d.stop();
+}
+
 /// Runs `traffic` with a classic clsact filter on the client interface's egress — the
 /// object's do-nothing `pass_tc` through cls_bpf, loaded and attached from inside the
 /// namespace — and returns how often that filter ran (BPF_ENABLE_STATS run count): the
