@@ -101,9 +101,18 @@ impl Pair {
 
     /// A plain HTTP listener on the server side (answers 200 or 501: all we need is traffic).
     fn listen(&mut self) {
+        self.serve(
+            &["python3", "-m", "http.server", "80", "--bind", SERVER_IP],
+            |code| code != b"000",
+        );
+    }
+
+    /// Starts `server` in the server namespace and waits until a request's status code
+    /// (as `curl -w %{http_code}` prints it) is what `ready` wants.
+    fn serve(&mut self, server: &[&str], ready: impl Fn(&[u8]) -> bool) {
         let child = self
             .exec(&self.server_ns.clone())
-            .args(["python3", "-m", "http.server", "80", "--bind", SERVER_IP])
+            .args(server)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -111,24 +120,18 @@ impl Pair {
         self.servers.push(child);
         let deadline = Instant::now() + Duration::from_secs(10);
         while Instant::now() < deadline {
-            let ok = self
+            let out = self
                 .exec(&self.client_ns)
-                .args([
-                    "curl",
-                    "-s",
-                    "-o",
-                    "/dev/null",
-                    &format!("http://{SERVER_IP}/"),
-                ])
-                .status()
-                .unwrap()
-                .success();
-            if ok {
+                .args(["curl", "-s", "-o", "/dev/null", "-w", "%{http_code}"])
+                .arg(format!("http://{SERVER_IP}/"))
+                .output()
+                .unwrap();
+            if ready(&out.stdout) {
                 return;
             }
             std::thread::sleep(Duration::from_millis(100));
         }
-        panic!("the listener in {} did not come up", self.server_ns);
+        panic!("{server:?} in {} did not come up", self.server_ns);
     }
 
     fn curl(&self, args: &[&str]) {
@@ -442,28 +445,7 @@ class H(http.server.BaseHTTPRequestHandler):
 http.server.HTTPServer(("{SERVER_IP}", 80), H).serve_forever()
 "#
         );
-        let child = self
-            .exec(&self.server_ns.clone())
-            .args(["python3", "-c", &script])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        self.servers.push(child);
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while Instant::now() < deadline {
-            let out = self
-                .exec(&self.client_ns)
-                .args(["curl", "-s", "-o", "/dev/null", "-w", "%{http_code}"])
-                .arg(format!("http://{SERVER_IP}/"))
-                .output()
-                .unwrap();
-            if out.stdout == b"401" {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        panic!("the NTLM listener in {} did not come up", self.server_ns);
+        self.serve(&["python3", "-c", &script], |code| code == b"401");
     }
 
     /// Programs on the client interface's tcx ingress.
