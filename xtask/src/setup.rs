@@ -69,6 +69,7 @@ pub fn setup() -> anyhow::Result<()> {
     nightly()?;
     bpf_linker()?;
     cargo_fuzz()?;
+    cargo_deny()?;
     python()?;
     Ok(())
 }
@@ -181,6 +182,24 @@ fn cargo_fuzz() -> anyhow::Result<()> {
     }
     println!("xtask setup: installing cargo-fuzz");
     run(Command::new("cargo").args(["install", "cargo-fuzz", "--locked"]))
+}
+
+/// The supply-chain check of `cargo xtask test` (licenses, bans, sources: deny.toml).
+const CARGO_DENY_VERSION: &str = "0.20.2";
+
+fn cargo_deny() -> anyhow::Result<()> {
+    let version = output(Command::new("cargo").args(["deny", "--version"]));
+    if version.is_some_and(|v| v.contains(CARGO_DENY_VERSION)) {
+        return Ok(());
+    }
+    println!("xtask setup: installing cargo-deny {CARGO_DENY_VERSION} (about 3 minutes)");
+    run(Command::new("cargo").args([
+        "install",
+        "cargo-deny",
+        "--locked",
+        "--version",
+        CARGO_DENY_VERSION,
+    ]))
 }
 
 fn python() -> anyhow::Result<()> {
