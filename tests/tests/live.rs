@@ -670,6 +670,114 @@ fn a_killed_daemon_leaves_nothing_attached() {
     d.stop();
 }
 
+/// A stdout that nobody reads: the writer's queue fills and later events are dropped and
+/// counted, while the ring-buffer reader keeps draining the kernel — no record lost there —
+/// and the counts add up exactly: messages written + dropped = messages decoded.
+#[test]
+fn a_stalled_stdout_drops_counted_events_and_no_kernel_record() {
+    if !support::privileged("a_stalled_stdout_drops_counted_events_and_no_kernel_record") {
+        return;
+    }
+    let mut pair = Pair::new("o");
+    pair.listen();
+    let mut child = pair
+        .exec(&pair.client_ns)
+        .arg(tracker_bin())
+        .args([
+            "run",
+            "--iface",
+            &pair.client_if,
+            "--backend",
+            "198.18.200.0/30:80",
+        ])
+        .args([
+            "--messages",
+            "--stats-interval",
+            "0",
+            "--output-queue",
+            "50",
+        ])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Not read until the load is over: the pipe fills and the writer stalls.
+    let stdout = child.stdout.take().unwrap();
+    let (err_tx, err_rx) = std::sync::mpsc::channel::<String>();
+    let stderr = child.stderr.take().unwrap();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for l in std::io::BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+        {
+            eprintln!("tracker: {l}");
+            let _ = err_tx.send(l);
+        }
+    });
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !err_rx
+        .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+        .unwrap()
+        .contains("attached to")
+    {}
+    let n = 400;
+    let status = pair
+        .exec(&pair.client_ns)
+        .args(["sh", "-c"])
+        .arg(format!(
+            "for i in $(seq {n}); do curl -s -o /dev/null --max-time 5 -H 'Authorization: NTLM {TYPE1}' http://{SERVER_IP}/ews/$i || exit 1; done"
+        ))
+        .status()
+        .unwrap();
+    assert!(status.success());
+    // Let the reader catch up with the kernel, then read everything and stop.
+    std::thread::sleep(Duration::from_secs(1));
+    let reader = std::thread::spawn(move || {
+        use std::io::BufRead;
+        std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+            .map(|l| serde_json::from_str::<Value>(&l).unwrap())
+            .collect::<Vec<_>>()
+    });
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    let status = child.wait().unwrap();
+    assert!(status.success(), "{status}");
+    let events = reader.join().unwrap();
+    let written = messages(&events).len() as u64;
+    let stats = events
+        .iter()
+        .rfind(|e| e["event"]["action"] == "tracker_stats")
+        .expect("a final tracker_stats");
+    let na = &stats["ntlm_affinity"];
+    let dropped = na["output"]["dropped"].as_u64().unwrap();
+    let decoded = na["daemon"]["messages"].as_u64().unwrap();
+    assert_eq!(decoded, n, "every request's Type-1 decoded: {na:#}");
+    assert!(dropped > 0, "the stalled stdout dropped events: {na:#}");
+    assert_eq!(
+        written + dropped,
+        decoded,
+        "written + dropped = decoded: {na:#}"
+    );
+    assert_eq!(
+        na["kernel"]["ringbuf_full"], 0,
+        "no record lost in the kernel: {na:#}"
+    );
+    assert_eq!(
+        na["kernel"]["events"], na["daemon"]["records"],
+        "every kernel record read: {na:#}"
+    );
+    let err: Vec<String> = err_rx.try_iter().collect();
+    assert!(
+        err.iter()
+            .any(|l| l.contains(&format!("{dropped} events were dropped"))),
+        "{err:?}"
+    );
+}
+
 /// Runs `traffic` with a classic clsact filter on the client interface's egress — the
 /// object's do-nothing `pass_tc` through cls_bpf, loaded and attached from inside the
 /// namespace — and returns how often that filter ran (BPF_ENABLE_STATS run count): the

@@ -101,6 +101,10 @@ struct RunArgs {
     /// Seconds between tracker statistics records (0: only at exit).
     #[arg(long, default_value_t = 60)]
     stats_interval: u64,
+    /// Events waiting for stdout at most; when stdout does not keep up, later ones are
+    /// dropped and counted (`output.dropped`) instead of stalling the ring-buffer reader.
+    #[arg(long, value_name = "EVENTS", default_value_t = output::DEFAULT_QUEUE)]
+    output_queue: usize,
     #[command(flatten)]
     out: OutputArgs,
 }
@@ -316,7 +320,12 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
     pcfg.correlate.kernel_identity =
         !args.no_kernel_identity_check && args.out.client_port_header.is_none();
     let pipeline = Pipeline::new(pcfg);
-    let result = rt.block_on(event_loop(&mut tracker, pipeline, args.stats_interval));
+    let result = rt.block_on(event_loop(
+        &mut tracker,
+        pipeline,
+        args.stats_interval,
+        args.output_queue.max(1),
+    ));
     let ifaces: Vec<String> = tracker.interfaces.iter().map(|(n, _)| n.clone()).collect();
     drop(tracker);
     eprintln!("ntlm-affinity: detached from {}", ifaces.join(", "));
@@ -329,6 +338,7 @@ async fn event_loop(
     tracker: &mut Tracker,
     mut pipeline: Pipeline,
     stats_interval: u64,
+    output_queue: usize,
 ) -> anyhow::Result<()> {
     let ifnames: HashMap<u32, String> = tracker
         .interfaces
@@ -354,7 +364,7 @@ async fn event_loop(
     let mut expiry = tokio::time::interval(Duration::from_secs(1));
     // Events go to a writer thread through a bounded queue: a stalled stdout costs dropped
     // (and counted) events, never a stalled reader and records lost in the kernel.
-    let mut writer = output::Writer::spawn(ctx.clone(), std::io::stdout(), output::DEFAULT_QUEUE)
+    let mut writer = output::Writer::spawn(ctx.clone(), std::io::stdout(), output_queue)
         .context("starting the output thread")?;
     let mut outputs = Vec::new();
     // Interfaces deleted (or moved) while running, by name: their links died with them.

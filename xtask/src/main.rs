@@ -164,14 +164,7 @@ fn test(args: TestArgs) -> anyhow::Result<()> {
     }
     // Supply chain (deny.toml): licenses, banned or duplicated crates, sources. The advisory
     // database needs GitHub, which the build machines cannot reach.
-    run(cargo().args([
-        "deny",
-        "--offline",
-        "check",
-        "licenses",
-        "bans",
-        "sources",
-    ]))?;
+    run(cargo().args(["deny", "--offline", "check", "licenses", "bans", "sources"]))?;
     // The live tests start the real daemon binary.
     run(cargo().args(["build", "-p", "tracker-user"]))?;
     let bin = target_dir().join("debug/ntlm-affinity");
