@@ -778,6 +778,57 @@ fn a_stalled_stdout_drops_counted_events_and_no_kernel_record() {
     );
 }
 
+impl Pair {
+    /// Our clsact (netlink) filters on the client interface's egress, by program name.
+    fn clsact_egress_filters(&self) -> usize {
+        let out = self
+            .exec(&self.client_ns)
+            .args(["tc", "filter", "show", "dev", &self.client_if, "egress"])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter(|l| l.contains("ntlm_egress"))
+            .count()
+    }
+}
+
+/// The path of kernels before 6.6, forced here with `--tc-attach netlink`: a clsact filter is
+/// not tied to the process, so `kill -9` leaves it; the next start removes it and attaches
+/// once, and a clean stop leaves nothing.
+#[test]
+fn clsact_filters_of_a_killed_tracker_are_removed_at_the_next_start() {
+    if !support::privileged("clsact_filters_of_a_killed_tracker_are_removed_at_the_next_start") {
+        return;
+    }
+    let mut pair = Pair::new("n");
+    pair.listen();
+    let args = ["--backend", "198.18.200.0/30:80", "--tc-attach", "netlink"];
+    let mut d = daemon(&pair, &args);
+    assert_eq!(pair.clsact_egress_filters(), 1);
+    assert_eq!(pair.attached(), (true, 0), "XDP, and no tcx link");
+    // SAFETY: signalling our own child.
+    assert_eq!(unsafe { libc::kill(d.pid() as i32, libc::SIGKILL) }, 0);
+    d.wait_exit(Duration::from_secs(10)).expect("killed");
+    assert_eq!(
+        pair.clsact_egress_filters(),
+        1,
+        "the killed tracker's filter stays"
+    );
+    let mut d = daemon(&pair, &args);
+    assert_eq!(pair.clsact_egress_filters(), 1, "removed and attached once");
+    pair.curl(&["-H", &format!("Authorization: NTLM {TYPE1}")]);
+    let events = d.collect(Duration::from_secs(10), |e| !messages(e).is_empty());
+    assert_eq!(messages(&events).len(), 1, "{events:#?}");
+    assert!(d.interrupt().success());
+    assert_eq!(
+        pair.clsact_egress_filters(),
+        0,
+        "a clean stop leaves no filter"
+    );
+    assert_eq!(pair.attached(), (false, 0));
+}
+
 /// Runs `traffic` with a classic clsact filter on the client interface's egress — the
 /// object's do-nothing `pass_tc` through cls_bpf, loaded and attached from inside the
 /// namespace — and returns how often that filter ran (BPF_ENABLE_STATS run count): the

@@ -13,8 +13,8 @@ use aya::{
         lpm_trie::Key,
     },
     programs::{
-        ProgramError, SchedClassifier, TcAttachType, Xdp, XdpMode,
-        tc::{self, TcError},
+        LinkOrder, ProgramError, SchedClassifier, TcAttachType, Xdp, XdpMode,
+        tc::{self, NlOptions, TcAttachOptions, TcError},
         xdp::XdpError,
     },
     util::KernelVersion,
@@ -78,6 +78,9 @@ pub struct TrackerConfig {
     pub continuation_bytes: u32,
     pub xdp_mode: XdpMode,
     pub ingress: IngressMode,
+    /// Attach TC programs as classic clsact filters (netlink) even where tcx exists: the
+    /// path of kernels before 6.6, forced for tests and for hosts whose tooling expects it.
+    pub tc_netlink: bool,
 }
 
 impl Default for TrackerConfig {
@@ -92,6 +95,7 @@ impl Default for TrackerConfig {
             continuation_bytes: DEFAULT_CONTINUATION_BYTES,
             xdp_mode: XdpMode::Default,
             ingress: IngressMode::Auto,
+            tc_netlink: false,
         }
     }
 }
@@ -136,6 +140,10 @@ pub struct Tracker {
     pub ingress: Vec<Ingress>,
     /// The tcx ingress program is loaded only when an interface needs it.
     tc_ingress_loaded: bool,
+    /// TC programs go through the clsact qdisc (netlink), not tcx links.
+    tc_netlink: bool,
+    /// Filters of an earlier, killed tracker removed from the clsact qdiscs at attach.
+    pub stale_filters_removed: u32,
 }
 
 /// Sum over CPUs of every `STATS` counter, by name.
@@ -185,6 +193,9 @@ impl Tracker {
             interfaces: Vec::new(),
             ingress: Vec::new(),
             tc_ingress_loaded: false,
+            tc_netlink: cfg.tc_netlink
+                || KernelVersion::current().is_ok_and(|v| v < KernelVersion::new(6, 6, 0)),
+            stale_filters_removed: 0,
         };
         t.configure(cfg)?;
         Ok(t)
@@ -223,7 +234,7 @@ impl Tracker {
     /// XDP always is on the kernels we support; TC is a tcx link from Linux 6.6, a clsact
     /// filter (removed by netlink, CAP_NET_ADMIN) before.
     pub fn links_only(&self) -> bool {
-        KernelVersion::current().is_ok_and(|v| v >= KernelVersion::new(6, 6, 0))
+        !self.tc_netlink
     }
 
     /// Attaches the ingress program (XDP, or tcx ingress as `ingress` says) and TC egress to
@@ -239,8 +250,10 @@ impl Tracker {
             anyhow!("no interface named `{iface}` in this network namespace (see `ip link`)")
         })?;
         // A second instance would track every packet twice (its tcx ingress beside the
-        // first one's XDP). Our egress program is always a tcx link from 6.6 on.
-        if let Ok((_, progs)) = SchedClassifier::query_tcx(iface, TcAttachType::Egress)
+        // first one's XDP). Our egress program is a tcx link from 6.6 on. (A clsact filter
+        // cannot tell a live tracker from a killed one: that path takes the interface over.)
+        if !self.tc_netlink
+            && let Ok((_, progs)) = SchedClassifier::query_tcx(iface, TcAttachType::Egress)
             && progs.iter().any(|p| p.name_as_str() == Some(TC_PROGRAM))
         {
             bail!(
@@ -265,8 +278,9 @@ impl Tracker {
         };
         let mut tc_ingress_link = None;
         let tc_result = (|| -> anyhow::Result<()> {
-            if KernelVersion::current().is_ok_and(|v| v < KernelVersion::new(6, 6, 0)) {
-                // tcx needs 6.6; older kernels attach through the clsact qdisc.
+            if self.tc_netlink {
+                // tcx needs 6.6; older kernels attach through the clsact qdisc, whose filters
+                // are not tied to our process: a killed tracker's stay. Ours go first.
                 match tc::qdisc_add_clsact(iface) {
                     Ok(()) => {}
                     Err(TcError::NetlinkError(e)) if e.raw_os_error() == Some(libc::EEXIST) => {}
@@ -274,7 +288,28 @@ impl Tracker {
                         return Err(anyhow!(e).context(format!("adding clsact qdisc on {iface}")));
                     }
                 }
+                for (name, at) in [
+                    (TC_PROGRAM, TcAttachType::Egress),
+                    (TC_INGRESS_PROGRAM, TcAttachType::Ingress),
+                ] {
+                    match tc::qdisc_detach_program(iface, at, name) {
+                        Ok(()) => self.stale_filters_removed += 1,
+                        Err(TcError::IoError(e)) if e.kind() == std::io::ErrorKind::NotFound => {}
+                        Err(e) => {
+                            return Err(anyhow!(e)
+                                .context(format!("removing a stale {name} filter from {iface}")));
+                        }
+                    }
+                }
             }
+            let netlink = self.tc_netlink;
+            let tc_options = move || {
+                if netlink {
+                    TcAttachOptions::Netlink(NlOptions::default())
+                } else {
+                    TcAttachOptions::TcxOrder(LinkOrder::default())
+                }
+            };
             if xdp_link.is_none() {
                 let prog: &mut SchedClassifier = self
                     .ebpf
@@ -288,7 +323,7 @@ impl Tracker {
                     self.tc_ingress_loaded = true;
                 }
                 tc_ingress_link = Some(
-                    prog.attach(iface, TcAttachType::Ingress)
+                    prog.attach_with_options(iface, TcAttachType::Ingress, tc_options())
                         .map_err(|e| attach_error(e, iface, "TC ingress"))?,
                 );
             }
@@ -297,7 +332,7 @@ impl Tracker {
                 .program_mut(TC_PROGRAM)
                 .ok_or_else(|| anyhow!("program {TC_PROGRAM} missing"))?
                 .try_into()?;
-            prog.attach(iface, TcAttachType::Egress)
+            prog.attach_with_options(iface, TcAttachType::Egress, tc_options())
                 .map_err(|e| attach_error(e, iface, "TC egress"))?;
             Ok(())
         })();

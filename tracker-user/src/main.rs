@@ -98,6 +98,11 @@ struct RunArgs {
     /// free and tcx ingress when another program holds it (theirs stays untouched).
     #[arg(long, value_enum, default_value_t = IngressArg::Auto)]
     ingress: IngressArg,
+    /// How TC programs attach: `auto` uses tcx links (Linux 6.6+, gone with the process) and
+    /// clsact filters before 6.6; `netlink` forces clsact filters (a killed tracker's are
+    /// removed at the next start).
+    #[arg(long, value_enum, default_value_t = TcAttachArg::Auto)]
+    tc_attach: TcAttachArg,
     /// Seconds between tracker statistics records (0: only at exit).
     #[arg(long, default_value_t = 60)]
     stats_interval: u64,
@@ -192,6 +197,14 @@ enum Mode {
     Driver,
 }
 
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum TcAttachArg {
+    /// tcx from Linux 6.6, clsact filters before.
+    Auto,
+    /// clsact filters through netlink, whatever the kernel.
+    Netlink,
+}
+
 #[derive(Clone, Copy, ValueEnum)]
 enum IngressArg {
     /// XDP when the interface's XDP slot is free, else tcx ingress.
@@ -261,6 +274,7 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
         auth_flow_capacity: args.auth_flow_capacity,
         ring_bytes: args.ring_bytes,
         capture_len: args.capture_bytes,
+        tc_netlink: args.tc_attach == TcAttachArg::Netlink,
         ingress: match args.ingress {
             IngressArg::Auto => IngressMode::Auto,
             IngressArg::Xdp => IngressMode::Xdp,
@@ -288,6 +302,12 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
                 "ntlm-affinity: {iface} already has another XDP program; tracking its ingress from tcx instead (that program stays attached)"
             );
         }
+    }
+    if tracker.stale_filters_removed > 0 {
+        eprintln!(
+            "ntlm-affinity: removed {} clsact filter(s) a stopped or killed tracker had left",
+            tracker.stale_filters_removed
+        );
     }
     let kept = privilege::drop_after_attach(!tracker.links_only())
         .context("dropping capabilities after attaching")?;
