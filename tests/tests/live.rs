@@ -647,13 +647,7 @@ fn a_killed_daemon_leaves_nothing_attached() {
     pair.listen();
     let mut d = daemon(&pair, &["--backend", "198.18.200.0/30:80"]);
     assert_eq!(pair.attached(), (true, 1));
-    // SAFETY: signalling our own child.
-    assert_eq!(unsafe { libc::kill(d.pid() as i32, libc::SIGKILL) }, 0);
-    let status = d.wait_exit(Duration::from_secs(10)).expect("killed");
-    assert_eq!(
-        std::os::unix::process::ExitStatusExt::signal(&status),
-        Some(libc::SIGKILL)
-    );
+    d.kill();
     let deadline = Instant::now() + Duration::from_secs(5);
     while pair.attached() != (false, 0) && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(50));
@@ -807,9 +801,7 @@ fn clsact_filters_of_a_killed_tracker_are_removed_at_the_next_start() {
     let mut d = daemon(&pair, &args);
     assert_eq!(pair.clsact_egress_filters(), 1);
     assert_eq!(pair.attached(), (true, 0), "XDP, and no tcx link");
-    // SAFETY: signalling our own child.
-    assert_eq!(unsafe { libc::kill(d.pid() as i32, libc::SIGKILL) }, 0);
-    d.wait_exit(Duration::from_secs(10)).expect("killed");
+    d.kill();
     assert_eq!(
         pair.clsact_egress_filters(),
         1,

@@ -119,6 +119,20 @@ impl Tracker {
         self.stderr.try_iter().collect()
     }
 
+    /// `kill -9`, as a crash: nothing of the daemon runs after it.
+    pub fn kill(&mut self) {
+        // SAFETY: signalling our own child.
+        assert_eq!(
+            unsafe { libc::kill(self.child.id() as i32, libc::SIGKILL) },
+            0
+        );
+        let status = self.wait_exit(Duration::from_secs(10)).expect("killed");
+        assert_eq!(
+            std::os::unix::process::ExitStatusExt::signal(&status),
+            Some(libc::SIGKILL)
+        );
+    }
+
     /// SIGINT, and wait for the exit (it flushes and detaches).
     pub fn interrupt(&mut self) -> ExitStatus {
         unsafe { libc::kill(self.child.id() as i32, libc::SIGINT) };
