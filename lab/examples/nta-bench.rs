@@ -26,7 +26,6 @@ use tracker_user::{
     event,
     loader::{TC_BASELINE, TC_PROGRAM, Tracker, TrackerConfig, XDP_BASELINE, XDP_PROGRAM},
     pipeline::{self, Pipeline},
-    record::Record,
 };
 
 const BACKEND_PORT: u16 = 80;
@@ -857,9 +856,10 @@ fn reader_loop(mut ring: RingBuf<MapData>, delivered: &AtomicU64, stop: &AtomicB
         // SAFETY: one valid pollfd.
         unsafe { libc::poll(&mut pfd, 1, 20) };
         while let Some(item) = ring.next() {
-            let rec = Record::parse(&item).map_err(|e| anyhow!("{e}"))?;
+            // As the daemon reads it: in place.
+            p.push_bytes(&item, &mut outputs)
+                .map_err(|e| anyhow!("{e}"))?;
             drop(item);
-            p.push(rec, &mut outputs);
             for o in outputs.drain(..) {
                 line.clear();
                 ctx.write(&o, &mut line);

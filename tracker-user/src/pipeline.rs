@@ -99,9 +99,10 @@ impl Pipeline {
         buf: &[u8],
         out: &mut Vec<Output>,
     ) -> Result<(), crate::record::RecordError> {
-        match Record::parse(buf) {
-            Ok(r) => {
-                self.push(r, out);
+        // Read in place: the ring buffer's bytes are copied only where they must wait.
+        match Record::parse_ref(buf) {
+            Ok((h, payload)) => {
+                self.push_ref(h, payload, out);
                 Ok(())
             }
             Err(e) => {
@@ -112,10 +113,15 @@ impl Pipeline {
     }
 
     pub fn push(&mut self, rec: Record, out: &mut Vec<Output>) {
+        self.push_ref(rec.header, &rec.payload, out);
+    }
+
+    /// [`Pipeline::push`] of a record's header and bytes held elsewhere.
+    pub fn push_ref(&mut self, h: RecordHeader, payload: &[u8], out: &mut Vec<Output>) {
         self.stats.records += 1;
-        let ts = rec.header.timestamp_ns;
+        let ts = h.timestamp_ns;
         let mut pieces = std::mem::take(&mut self.pieces);
-        self.reasm.push(rec, &mut pieces);
+        self.reasm.push_ref(h, payload, &mut pieces);
         for p in pieces.drain(..) {
             match p {
                 Piece::Close(h) => self.corr.on_close(&h, &mut self.verdicts),

@@ -136,7 +136,12 @@ impl Reassembler {
 
     /// Feeds one kernel record; complete heads and closes are appended to `out`.
     pub fn push(&mut self, rec: Record, out: &mut Vec<Piece>) {
-        let h = rec.header;
+        self.push_ref(rec.header, &rec.payload, out);
+    }
+
+    /// [`Reassembler::push`] of a record read in place (the ring buffer's bytes): they are
+    /// copied only when they must wait (an unfinished head, an out-of-order segment).
+    pub fn push_ref(&mut self, h: RecordHeader, payload: &[u8], out: &mut Vec<Piece>) {
         if h.kind == RECORD_CLOSE {
             if let Some(s) = self.streams.pop(&(h.key, h.generation)) {
                 self.core.release(&s);
@@ -155,7 +160,7 @@ impl Reassembler {
         let st = self.streams.get_or_insert_mut(id, Stream::default);
         st.last_ns = h.timestamp_ns;
         let core = &mut self.core;
-        core.segment(st, rec, out);
+        core.segment(st, h, payload, out);
         // Drain out-of-order segments that are now in order.
         while let Some(i) = st
             .ooo
@@ -164,7 +169,7 @@ impl Reassembler {
         {
             let r = st.ooo.swap_remove(i);
             core.total_bytes = core.total_bytes.saturating_sub(r.payload.len());
-            core.segment(st, r, out);
+            core.segment(st, r.header, &r.payload, out);
         }
     }
 
@@ -203,9 +208,8 @@ impl Core {
     /// overlap trim, out-of-order hold, known body skip, size limits — and each may end the
     /// segment early, so they stay in one body rather than passing the half-trimmed state
     /// between helpers.
-    fn segment(&mut self, st: &mut Stream, rec: Record, out: &mut Vec<Piece>) {
-        let h = rec.header;
-        let mut data: &[u8] = &rec.payload;
+    fn segment(&mut self, st: &mut Stream, h: RecordHeader, payload: &[u8], out: &mut Vec<Piece>) {
+        let mut data: &[u8] = payload;
         let mut seq = h.seq;
         let full_len = h.payload_len.max(data.len() as u32);
         let end = seq.wrapping_add(full_len);
@@ -223,11 +227,15 @@ impl Core {
             } else if seq_lt(next, seq) && !st.buf.is_empty() {
                 // A missing segment before this one: hold it a little.
                 if st.ooo.len() < self.limits.max_out_of_order
-                    && self.total_bytes + rec.payload.len() <= self.limits.max_total_bytes
+                    && self.total_bytes + payload.len() <= self.limits.max_total_bytes
                 {
                     self.stats.out_of_order += 1;
-                    self.total_bytes += rec.payload.len();
-                    st.ooo.push(rec);
+                    self.total_bytes += payload.len();
+                    // Held: the only copy of a record's bytes the stream keeps (wiped on drop).
+                    st.ooo.push(Record {
+                        header: h,
+                        payload: bytes::Bytes::copy_from_slice(payload),
+                    });
                     return;
                 }
                 self.give_up(st);
@@ -240,7 +248,7 @@ impl Core {
                 });
                 st.next_seq = None;
                 for r in held {
-                    self.segment(st, r, out);
+                    self.segment(st, r.header, &r.payload, out);
                 }
                 // This segment may be older than the held ones now.
                 if let Some(next) = st.next_seq

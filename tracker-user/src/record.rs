@@ -49,7 +49,8 @@ impl Drop for Record {
 }
 
 impl Record {
-    pub fn parse(buf: &[u8]) -> Result<Self, RecordError> {
+    /// The header and payload of a raw record, in place (no copy).
+    pub fn parse_ref(buf: &[u8]) -> Result<(RecordHeader, &[u8]), RecordError> {
         let hlen = std::mem::size_of::<RecordHeader>();
         if buf.len() < hlen {
             return Err(RecordError::TooShort(buf.len()));
@@ -63,9 +64,14 @@ impl Record {
         if present < declared {
             return Err(RecordError::PayloadTruncated { declared, present });
         }
+        Ok((header, &buf[hlen..hlen + declared]))
+    }
+
+    pub fn parse(buf: &[u8]) -> Result<Self, RecordError> {
+        let (header, payload) = Self::parse_ref(buf)?;
         Ok(Self {
             header,
-            payload: Bytes::copy_from_slice(&buf[hlen..hlen + declared]),
+            payload: Bytes::copy_from_slice(payload),
         })
     }
 }
