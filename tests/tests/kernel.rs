@@ -89,20 +89,29 @@ fn xdp_run(t: &mut Tracker, frame: &[u8]) -> Result<u32, aya::programs::ProgramE
     .map(|r| r.return_value)
 }
 
-/// The same for the egress (TC) program. The kernel's skb test harness itself refuses frames
-/// whose IP header cannot be pulled (EINVAL before the program runs); XDP takes any bytes.
+/// A TC program of the loaded object.
+fn classifier<'a>(t: &'a mut Tracker, name: &str) -> &'a mut SchedClassifier {
+    t.ebpf_mut().program_mut(name).unwrap().try_into().unwrap()
+}
+
+/// The same for a TC program. The kernel's skb test harness itself refuses frames whose IP
+/// header cannot be pulled (EINVAL before the program runs); XDP takes any bytes.
+fn tc_run_on(
+    t: &mut Tracker,
+    name: &str,
+    frame: &[u8],
+) -> Result<u32, aya::programs::ProgramError> {
+    classifier(t, name)
+        .test_run(TestRunOptions {
+            data_in: Some(frame),
+            ..TestRunOptions::default()
+        })
+        .map(|r| r.return_value)
+}
+
+/// [`tc_run_on`] of the egress program.
 fn tc_run(t: &mut Tracker, frame: &[u8]) -> Result<u32, aya::programs::ProgramError> {
-    let p: &mut SchedClassifier = t
-        .ebpf_mut()
-        .program_mut(TC_PROGRAM)
-        .unwrap()
-        .try_into()
-        .unwrap();
-    p.test_run(TestRunOptions {
-        data_in: Some(frame),
-        ..TestRunOptions::default()
-    })
-    .map(|r| r.return_value)
+    tc_run_on(t, TC_PROGRAM, frame)
 }
 
 impl Kernel {
@@ -1190,13 +1199,7 @@ fn tcx_ingress_records_what_xdp_records() {
         return;
     };
     let loaded = {
-        let p: &mut SchedClassifier = k
-            .tracker
-            .ebpf_mut()
-            .program_mut(TC_INGRESS_PROGRAM)
-            .unwrap()
-            .try_into()
-            .unwrap();
+        let p = classifier(&mut k.tracker, TC_INGRESS_PROGRAM);
         p.info().is_ok() || p.load().is_ok()
     };
     assert!(loaded, "load {TC_INGRESS_PROGRAM}");
@@ -1212,21 +1215,9 @@ fn tcx_ingress_records_what_xdp_records() {
         );
         let frame = frames::tcp4(&[], s, c, &down, t2.as_bytes());
         if tc {
-            let p: &mut SchedClassifier = k
-                .tracker
-                .ebpf_mut()
-                .program_mut(TC_INGRESS_PROGRAM)
-                .unwrap()
-                .try_into()
-                .unwrap();
-            let r = p
-                .test_run(TestRunOptions {
-                    data_in: Some(&frame),
-                    ..TestRunOptions::default()
-                })
-                .unwrap();
             assert_eq!(
-                r.return_value, TC_ACT_UNSPEC,
+                tc_run_on(&mut k.tracker, TC_INGRESS_PROGRAM, &frame).unwrap(),
+                TC_ACT_UNSPEC,
                 "tcx ingress hands the packet on"
             );
         } else {
@@ -1248,12 +1239,11 @@ fn tcx_ingress_records_what_xdp_records() {
     let tc = comparable(handshake(&mut k, 40_102, true));
     assert_eq!(xdp.len(), 2, "Type-1 and Type-2 records");
     assert_eq!(xdp, tc);
-    let p = k
-        .tracker
-        .ebpf_mut()
-        .program_mut(TC_INGRESS_PROGRAM)
+    let n = classifier(&mut k.tracker, TC_INGRESS_PROGRAM)
+        .info()
+        .unwrap()
+        .verified_instruction_count()
         .unwrap();
-    let n = p.info().unwrap().verified_instruction_count().unwrap();
     assert!(
         n < 250_000,
         "{TC_INGRESS_PROGRAM}: {n} verified instructions"

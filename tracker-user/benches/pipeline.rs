@@ -8,7 +8,7 @@ mod encode;
 
 use bytes::Bytes;
 use tracker_common::{DIR_EGRESS, DIR_INGRESS, FlowKey, RECORD_HTTP, RECORD_MESSAGE, RecordHeader};
-use tracker_ntlm::nlmp::{AvPair, FileTime};
+use tracker_ntlm::nlmp::AvPair;
 use tracker_user::{correlate, pipeline, record::Record};
 
 const HANDSHAKES: u32 = 20_000;
@@ -71,37 +71,16 @@ fn rec(c: u32, to_server: bool, ts: u64, seq: u32, payload: String) -> Record {
 }
 
 fn records() -> Vec<Record> {
-    // NEGOTIATE_VERSION (0x0200_0000) is clear: these messages carry no Version field.
-    let t1 = encode::b64(&encode::negotiate(0xa008_8207, "", "", None));
     let mut out = Vec::new();
     for c in 0..HANDSHAKES {
         let server = format!("WEB{}", c % 8);
         let stamp = 133_000_000_000_000_000u64 + u64::from(c);
-        let mut ti = vec![
+        let names = [
             AvPair::NbComputerName(server.clone()),
             AvPair::NbDomainName("LAB".into()),
             AvPair::DnsComputerName(format!("{server}.lab.example")),
         ];
-        ti.push(AvPair::Timestamp(FileTime(stamp)));
-        let t2 = encode::b64(&encode::challenge(
-            0xa08a_8205,
-            "LAB",
-            *b"chal0001",
-            Some(&ti),
-            None,
-        ));
-        let nt = encode::ntlmv2_response([7; 16], stamp + 1, *b"clientch", &ti);
-        let t3 = encode::b64(&encode::authenticate(
-            0xa088_8205,
-            &[0; 24],
-            &nt,
-            "LAB",
-            "alice",
-            "WS1",
-            &[9; 16],
-            None,
-            None,
-        ));
+        let [t1, t2, t3] = encode::ntlmv2_handshake(&names, stamp);
         let ts = u64::from(c) * 10_000;
         let q1 = format!(
             "GET /ews HTTP/1.1\r\nHost: mail\r\nX-Forwarded-For: 10.0.{}.{}\r\nAuthorization: NTLM {t1}\r\n\r\n",

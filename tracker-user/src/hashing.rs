@@ -8,7 +8,10 @@
 //! a 40-byte flow key. Tables keyed by our own ids (connections, challenges) are B-trees:
 //! ordered for oldest-first eviction, not hashed.
 
-use std::collections::{HashMap, HashSet};
+use std::{
+    collections::{HashMap, HashSet},
+    hash::Hash,
+};
 
 /// Keyed, randomly seeded per table.
 pub type Keyed = ahash::RandomState;
@@ -22,4 +25,22 @@ pub fn map<K, V>() -> KeyedMap<K, V> {
 
 pub fn set<K>() -> KeyedSet<K> {
     HashSet::with_hasher(Keyed::new())
+}
+
+/// An LRU table with the keyed hasher, unbounded: the bound is applied by [`put_bounded`].
+pub type KeyedLru<K, V> = lru::LruCache<K, V, Keyed>;
+
+pub fn lru<K: Hash + Eq, V>() -> KeyedLru<K, V> {
+    lru::LruCache::unbounded_with_hasher(Keyed::new())
+}
+
+/// Puts `value` under `key`; when the key is new and the table holds `cap` entries, the least
+/// recently used goes first. Returns whether one was evicted.
+pub fn put_bounded<K: Hash + Eq, V>(t: &mut KeyedLru<K, V>, cap: usize, key: K, value: V) -> bool {
+    let mut evicted = false;
+    if !t.contains(&key) && t.len() >= cap.max(1) {
+        evicted = t.pop_lru().is_some();
+    }
+    t.put(key, value);
+    evicted
 }

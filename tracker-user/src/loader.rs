@@ -232,7 +232,7 @@ impl Tracker {
 
     /// Whether everything this tracker attaches is a BPF link, detached by closing its fd:
     /// XDP always is on the kernels we support; TC is a tcx link from Linux 6.6, a clsact
-    /// filter (removed by netlink, CAP_NET_ADMIN) before.
+    /// filter (removed by netlink, CAP_NET_ADMIN) before or with `tc_netlink`.
     pub fn links_only(&self) -> bool {
         !self.tc_netlink
     }
@@ -311,28 +311,20 @@ impl Tracker {
                 }
             };
             if xdp_link.is_none() {
-                let prog: &mut SchedClassifier = self
-                    .ebpf
-                    .program_mut(TC_INGRESS_PROGRAM)
-                    .ok_or_else(|| anyhow!("program {TC_INGRESS_PROGRAM} missing"))?
-                    .try_into()?;
                 if !self.tc_ingress_loaded {
-                    prog.load().map_err(|e| {
+                    self.classifier(TC_INGRESS_PROGRAM)?.load().map_err(|e| {
                         privilege_hint(anyhow!(e), &format!("loading program {TC_INGRESS_PROGRAM}"))
                     })?;
                     self.tc_ingress_loaded = true;
                 }
                 tc_ingress_link = Some(
-                    prog.attach_with_options(iface, TcAttachType::Ingress, tc_options())
+                    self.classifier(TC_INGRESS_PROGRAM)?
+                        .attach_with_options(iface, TcAttachType::Ingress, tc_options())
                         .map_err(|e| attach_error(e, iface, "TC ingress"))?,
                 );
             }
-            let prog: &mut SchedClassifier = self
-                .ebpf
-                .program_mut(TC_PROGRAM)
-                .ok_or_else(|| anyhow!("program {TC_PROGRAM} missing"))?
-                .try_into()?;
-            prog.attach_with_options(iface, TcAttachType::Egress, tc_options())
+            self.classifier(TC_PROGRAM)?
+                .attach_with_options(iface, TcAttachType::Egress, tc_options())
                 .map_err(|e| attach_error(e, iface, "TC egress"))?;
             Ok(())
         })();
@@ -342,9 +334,7 @@ impl Tracker {
             {
                 let _ = xdp.detach(link);
             }
-            if let (Some(link), Some(aya::programs::Program::SchedClassifier(p))) =
-                (tc_ingress_link, self.ebpf.program_mut(TC_INGRESS_PROGRAM))
-            {
+            if let (Some(link), Ok(p)) = (tc_ingress_link, self.classifier(TC_INGRESS_PROGRAM)) {
                 let _ = p.detach(link);
             }
             return Err(e);
@@ -357,6 +347,15 @@ impl Tracker {
         self.interfaces.push((iface.to_string(), ifindex));
         self.ingress.push(how);
         Ok(how)
+    }
+
+    /// A TC program of the loaded object.
+    fn classifier(&mut self, name: &str) -> anyhow::Result<&mut SchedClassifier> {
+        Ok(self
+            .ebpf
+            .program_mut(name)
+            .ok_or_else(|| anyhow!("program {name} missing"))?
+            .try_into()?)
     }
 
     /// The ring buffer the kernel writes records to (can be taken once).

@@ -467,7 +467,12 @@ fn interface_lost_line(ctx: &event::Context, name: &str, ifindex: u32) -> Vec<u8
         "ntlm_affinity": { "interface": { "name": name, "ifindex": ifindex } },
         "message": format!("interface {name} disappeared: its traffic is no longer tracked"),
     });
-    let mut line = serde_json::to_vec(&v).unwrap_or_default();
+    ndjson_line(&v)
+}
+
+/// One NDJSON line (the object and `\n`) of a record built as a `Value`.
+fn ndjson_line(v: &serde_json::Value) -> Vec<u8> {
+    let mut line = v.to_string().into_bytes();
     line.push(b'\n');
     line
 }
@@ -599,7 +604,5 @@ fn stats_line(
             },
         }
     });
-    let mut line = serde_json::to_vec(&v)?;
-    line.push(b'\n');
-    Ok(line)
+    Ok(ndjson_line(&v))
 }

@@ -6,11 +6,10 @@
 
 use tracker_common::{FlowKey, RECORD_CLOSE, RecordHeader};
 
-use lru::LruCache;
 use zeroize::Zeroize;
 
 use crate::{
-    hashing::Keyed,
+    hashing::{self, KeyedLru},
     http::{self, Head, Parse},
     record::Record,
 };
@@ -90,7 +89,7 @@ struct Stream {
 
 pub struct Reassembler {
     /// Least recently fed first: eviction and expiry take from that end in O(1).
-    streams: LruCache<StreamId, Stream, Keyed>,
+    streams: KeyedLru<StreamId, Stream>,
     core: Core,
 }
 
@@ -112,7 +111,7 @@ fn seq_lt(a: u32, b: u32) -> bool {
 impl Reassembler {
     pub fn new(limits: Limits, opts: http::Options) -> Self {
         Self {
-            streams: LruCache::unbounded_with_hasher(Keyed::new()),
+            streams: hashing::lru(),
             core: Core {
                 limits,
                 opts,
@@ -144,10 +143,7 @@ impl Reassembler {
     pub fn push_ref(&mut self, h: RecordHeader, payload: &[u8], out: &mut Vec<Piece>) {
         if h.kind == RECORD_CLOSE {
             if let Some(s) = self.streams.pop(&(h.key, h.generation)) {
-                self.core.release(&s);
-                if !s.buf.is_empty() {
-                    self.core.stats.gaps += 1;
-                }
+                self.core.end(&s);
             }
             out.push(Piece::Close(h));
             return;
@@ -188,10 +184,7 @@ impl Reassembler {
             && now_ns.saturating_sub(s.last_ns) > idle_ns
         {
             if let Some((_, s)) = self.streams.pop_lru() {
-                if !s.buf.is_empty() {
-                    self.core.stats.gaps += 1;
-                }
-                self.core.release(&s);
+                self.core.end(&s);
             }
         }
     }
@@ -200,8 +193,17 @@ impl Reassembler {
 impl Core {
     /// A stream leaves: its buffered bytes no longer count.
     fn release(&mut self, s: &Stream) {
-        let held: usize = s.ooo.iter().map(|r| r.payload.len()).sum();
-        self.total_bytes = self.total_bytes.saturating_sub(s.buf.len() + held);
+        self.total_bytes = self
+            .total_bytes
+            .saturating_sub(s.buf.len() + s.held_bytes());
+    }
+
+    /// A stream ends (closed or idle): released, its unfinished head a gap.
+    fn end(&mut self, s: &Stream) {
+        if !s.buf.is_empty() {
+            self.stats.gaps += 1;
+        }
+        self.release(s);
     }
 
     /// One record into its stream. The TCP rules apply in this order — retransmission,
@@ -239,9 +241,8 @@ impl Core {
                     return;
                 }
                 self.give_up(st);
+                self.total_bytes = self.total_bytes.saturating_sub(st.held_bytes());
                 let mut held = std::mem::take(&mut st.ooo);
-                let held_bytes: usize = held.iter().map(|r| r.payload.len()).sum();
-                self.total_bytes = self.total_bytes.saturating_sub(held_bytes);
                 held.sort_by(|a, b| {
                     let d = a.header.seq.wrapping_sub(b.header.seq) as i32;
                     d.cmp(&0)
@@ -320,9 +321,7 @@ impl Core {
         if rest.is_empty() {
             // Heads are mostly read from one record: an idle stream holds no buffer.
             rest.zeroize();
-            st.buf = Vec::new();
-            st.buf_rec = None;
-            st.searched = 0;
+            st.forget_head();
             return;
         }
         let over_stream = rest.len() > self.limits.max_stream_bytes;
@@ -334,9 +333,7 @@ impl Core {
             }
             self.stats.gaps += u64::from(buffered);
             rest.zeroize();
-            st.buf = Vec::new();
-            st.buf_rec = None;
-            st.searched = 0;
+            st.forget_head();
             st.next_seq = Some(end);
             return;
         }
@@ -448,9 +445,7 @@ impl Core {
         if !st.buf.is_empty() {
             self.stats.gaps += 1;
             self.total_bytes = self.total_bytes.saturating_sub(st.buf.len());
-            st.buf.zeroize();
-            st.buf_rec = None;
-            st.searched = 0;
+            st.forget_head();
         }
     }
 }
@@ -465,6 +460,21 @@ fn append_wiped(buf: &mut Vec<u8>, data: &[u8]) {
         *buf = grown;
     }
     buf.extend_from_slice(data);
+}
+
+impl Stream {
+    /// Bytes of the held out-of-order segments.
+    fn held_bytes(&self) -> usize {
+        self.ooo.iter().map(|r| r.payload.len()).sum()
+    }
+
+    /// Forgets the unfinished head: its bytes wiped, its buffer released.
+    fn forget_head(&mut self) {
+        self.buf.zeroize();
+        self.buf = Vec::new();
+        self.buf_rec = None;
+        self.searched = 0;
+    }
 }
 
 impl Drop for Stream {

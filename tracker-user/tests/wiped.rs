@@ -16,7 +16,7 @@ use std::{
 
 use bytes::Bytes;
 use tracker_common::{DIR_EGRESS, DIR_INGRESS, FlowKey, RECORD_HTTP, RECORD_MESSAGE, RecordHeader};
-use tracker_ntlm::nlmp::{AvPair, FileTime};
+use tracker_ntlm::nlmp::AvPair;
 use tracker_user::{correlate, event::Context, pipeline, record::Record};
 
 static ARMED: AtomicBool = AtomicBool::new(false);
@@ -101,32 +101,11 @@ fn bytes(parts: &[&[u8]]) -> Vec<u8> {
 #[test]
 fn no_freed_block_holds_a_token() {
     // Everything with a token in it is built before the allocator looks.
-    let stamp = 133_000_000_000_000_000u64;
-    let ti = vec![
+    let names = [
         AvPair::NbComputerName("WEB1".into()),
         AvPair::NbDomainName("LAB".into()),
-        AvPair::Timestamp(FileTime(stamp)),
     ];
-    let t1 = encode::b64(&encode::negotiate(0xa008_8207, "", "", None));
-    let t2 = encode::b64(&encode::challenge(
-        0xa08a_8205,
-        "LAB",
-        *b"chal0001",
-        Some(&ti),
-        None,
-    ));
-    let nt = encode::ntlmv2_response([7; 16], stamp + 1, *b"clientch", &ti);
-    let t3 = encode::b64(&encode::authenticate(
-        0xa088_8205,
-        &[0; 24],
-        &nt,
-        "LAB",
-        "alice",
-        "WS1",
-        &[9; 16],
-        None,
-        None,
-    ));
+    let [t1, t2, t3] = encode::ntlmv2_handshake(&names, 133_000_000_000_000_000);
     let q1 = bytes(&[
         b"GET /ews HTTP/1.1\r\nX-Forwarded-For: 10.0.0.1\r\nAuthorization: NTLM ",
         t1.as_bytes(),

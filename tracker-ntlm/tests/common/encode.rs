@@ -1,7 +1,7 @@
 //! A test-only encoder for NTLM messages and SPNEGO tokens (never in product code).
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
-use tracker_ntlm::nlmp::{AvPair, Version};
+use tracker_ntlm::nlmp::{AvPair, FileTime, Version};
 
 pub fn utf16(s: &str) -> Vec<u8> {
     s.encode_utf16().flat_map(|u| u.to_le_bytes()).collect()
@@ -358,4 +358,33 @@ pub fn gss_krb5(tok_id: [u8; 2], msg: &[u8]) -> Vec<u8> {
     let mut inner = tok_id.to_vec();
     inner.extend_from_slice(msg);
     gss("1.2.840.113554.1.2.2", &inner)
+}
+
+/// The base64 Type-1, Type-2 and Type-3 of one NTLMv2 handshake of LAB\\alice from WS1: a
+/// challenge whose TargetInfo is `names` and an MsvAvTimestamp of `stamp`, answered with the
+/// same pairs. NEGOTIATE_VERSION (0x0200_0000) is clear: the messages carry no Version field.
+pub fn ntlmv2_handshake(names: &[AvPair], stamp: u64) -> [String; 3] {
+    let mut ti = names.to_vec();
+    ti.push(AvPair::Timestamp(FileTime(stamp)));
+    let t1 = b64(&negotiate(0xa008_8207, "", "", None));
+    let t2 = b64(&challenge(
+        0xa08a_8205,
+        "LAB",
+        *b"chal0001",
+        Some(&ti),
+        None,
+    ));
+    let nt = ntlmv2_response([7; 16], stamp + 1, *b"clientch", &ti);
+    let t3 = b64(&authenticate(
+        0xa088_8205,
+        &[0; 24],
+        &nt,
+        "LAB",
+        "alice",
+        "WS1",
+        &[9; 16],
+        None,
+        None,
+    ));
+    [t1, t2, t3]
 }

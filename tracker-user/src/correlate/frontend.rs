@@ -7,9 +7,10 @@ use std::net::SocketAddr;
 
 use tracker_ntlm::hash::TokenHash;
 
-use lru::LruCache;
-
-use crate::{decode::Decoded, hashing::Keyed};
+use crate::{
+    decode::Decoded,
+    hashing::{self, KeyedLru, put_bounded},
+};
 
 #[derive(Clone, Copy, Debug)]
 struct FrontRef {
@@ -20,10 +21,10 @@ struct FrontRef {
 /// Both tables are in insertion order (oldest first), so the bound and the expiry take
 /// entries from the old end in O(1) each, never a pass over the table.
 pub(super) struct FrontendJoin {
-    tokens: LruCache<TokenHash, FrontRef, Keyed>,
+    tokens: KeyedLru<TokenHash, FrontRef>,
     /// Frontend connections (client address) whose HTTP said the connection ends after the
     /// message (HTTP/1.0, `Connection: close`), with when: a client that had to reconnect.
-    closing: LruCache<SocketAddr, u64, Keyed>,
+    closing: KeyedLru<SocketAddr, u64>,
     /// Entries per table at most; when full, the oldest goes.
     capacity: usize,
     window_ns: u64,
@@ -32,8 +33,8 @@ pub(super) struct FrontendJoin {
 impl FrontendJoin {
     pub fn new(capacity: usize, window_ns: u64) -> Self {
         Self {
-            tokens: LruCache::unbounded_with_hasher(Keyed::new()),
-            closing: LruCache::unbounded_with_hasher(Keyed::new()),
+            tokens: hashing::lru(),
+            closing: hashing::lru(),
             capacity,
             window_ns,
         }
@@ -50,16 +51,11 @@ impl FrontendJoin {
     ) -> u64 {
         let mut evicted = 0;
         if closes && !tokens.is_empty() {
-            if self.closing.len() >= self.capacity && !self.closing.contains(&client) {
-                evicted += u64::from(self.closing.pop_lru().is_some());
-            }
-            self.closing.put(client, now);
+            evicted += u64::from(put_bounded(&mut self.closing, self.capacity, client, now));
         }
         for hash in tokens.iter().filter_map(|t| t.hash) {
-            if self.tokens.len() >= self.capacity && !self.tokens.contains(&hash) {
-                evicted += u64::from(self.tokens.pop_lru().is_some());
-            }
-            self.tokens.put(hash, FrontRef { client, at_ns: now });
+            let entry = FrontRef { client, at_ns: now };
+            evicted += u64::from(put_bounded(&mut self.tokens, self.capacity, hash, entry));
         }
         evicted
     }

@@ -16,7 +16,6 @@
 //! tracked (a replay convenience; the daemon refuses to track nothing).
 
 use bytes::Bytes;
-use lru::LruCache;
 use tracker_common::{
     AuthFlow, CAPTURE_MAX, DEFAULT_AUTH_FLOW_CAPACITY, DEFAULT_CONTINUATION_BYTES, FLOW_NTLM_SEEN,
     FlowKey, FlowState, RECORD_CLOSE, RecordHeader,
@@ -26,7 +25,12 @@ use tracker_common::{
     stat,
 };
 
-use crate::{correlate::AuthUpdate, endpoint::Backend, hashing::Keyed, record::Record};
+use crate::{
+    correlate::AuthUpdate,
+    endpoint::Backend,
+    hashing::{self, KeyedLru, put_bounded},
+    record::Record,
+};
 
 /// What the kernel is configured with.
 #[derive(Clone, Debug)]
@@ -74,24 +78,13 @@ pub struct KernelModel {
     track_all: bool,
     /// `FLOWS`: least recently used first out when full, as the kernel's LRU map (which
     /// picks among the least recently used approximately).
-    flows: LruCache<FlowKey, FlowState, Keyed>,
+    flows: KeyedLru<FlowKey, FlowState>,
     /// `AUTH_FLOWS`, keyed by the request direction.
-    auth_flows: LruCache<FlowKey, AuthFlow, Keyed>,
+    auth_flows: KeyedLru<FlowKey, AuthFlow>,
     /// The kernel's STATS counters, same indices.
     pub stats: [u64; stat::COUNT as usize],
     /// Flow entries evicted by the capacity bound (the kernel's LRU does this silently).
     pub flows_evicted: u64,
-}
-
-/// Puts `value` under `key`; when the key is new and the table full, the least recently used
-/// entry goes first. Returns whether one was evicted.
-fn put_bounded<V>(t: &mut LruCache<FlowKey, V, Keyed>, cap: usize, key: FlowKey, value: V) -> bool {
-    let mut evicted = false;
-    if !t.contains(&key) && t.len() >= cap.max(1) {
-        evicted = t.pop_lru().is_some();
-    }
-    t.put(key, value);
-    evicted
 }
 
 fn addr_of(a: &[u8; 16], family: u8, port: u16) -> std::net::SocketAddr {
@@ -111,8 +104,8 @@ impl KernelModel {
             track_all,
             // Unbounded containers with the bound applied by `put_bounded`: `LruCache::new`
             // would allocate the whole capacity (a million flows) up front.
-            flows: LruCache::unbounded_with_hasher(Keyed::new()),
-            auth_flows: LruCache::unbounded_with_hasher(Keyed::new()),
+            flows: hashing::lru(),
+            auth_flows: hashing::lru(),
             stats: [0; stat::COUNT as usize],
             flows_evicted: 0,
         }

@@ -359,15 +359,7 @@ impl<'p> Replayer<'p> {
                         b.set_position(offset);
                     }
                 }
-                Err(PcapError::IncompleteBuffer) => {
-                    if !feed.fill()? {
-                        return Err(packet_error(
-                            feed.path(),
-                            offset,
-                            PcapError::IncompleteBuffer,
-                        ));
-                    }
-                }
+                Err(PcapError::IncompleteBuffer) => feed.more_of(offset)?,
                 Err(e) => return Err(packet_error(feed.path(), offset, e)),
             }
         }
@@ -388,13 +380,7 @@ impl<'p> Replayer<'p> {
             let (rest, block) = match parser.next_block(feed.data()) {
                 Ok(v) => v,
                 Err(PcapError::IncompleteBuffer) => {
-                    if !feed.fill()? {
-                        return Err(packet_error(
-                            feed.path(),
-                            offset,
-                            PcapError::IncompleteBuffer,
-                        ));
-                    }
+                    feed.more_of(offset)?;
                     continue;
                 }
                 Err(e) => return Err(packet_error(feed.path(), offset, e)),
@@ -545,6 +531,16 @@ impl<'p> Feed<'p> {
     }
 
     /// Buffers at least `n` bytes unless the file is shorter.
+    /// The parser needs more of the record at `offset`: reads on, or the file ends inside it
+    /// (`Truncated`).
+    fn more_of(&mut self, offset: u64) -> Result<(), ReplayError> {
+        if self.fill()? {
+            Ok(())
+        } else {
+            Err(packet_error(self.path, offset, PcapError::IncompleteBuffer))
+        }
+    }
+
     fn fill_to(&mut self, n: usize) -> Result<(), ReplayError> {
         while self.end - self.start < n && self.fill()? {}
         Ok(())
