@@ -16,10 +16,10 @@ use aya::{
 };
 use support::frames::{self, ACK, FIN, PSH, SYN, Tcp, key4};
 use tracker_common::{
-    DIR_EGRESS, DIR_INGRESS, FLOW_CAPTURING, FLOW_CLOSED, FLOW_MIDSTREAM, FLOW_NTLM_SEEN, FlowKey,
-    FlowState, HDR_AUTHORIZATION, HDR_PROXY_AUTHENTICATE, HDR_PROXY_AUTHORIZATION,
-    HDR_WWW_AUTHENTICATE, RECORD_CLOSE, RECORD_CONTINUATION, RECORD_HTTP, RECORD_MESSAGE,
-    SCHEME_NEGOTIATE, SCHEME_NTLM, TC_ACT_UNSPEC, TokenKind, XDP_PASS, identity,
+    DIR_EGRESS, DIR_INGRESS, FLOW_CAPTURING, FLOW_CLOSED, FLOW_NTLM_SEEN, FlowKey, FlowState,
+    HDR_AUTHORIZATION, HDR_PROXY_AUTHENTICATE, HDR_PROXY_AUTHORIZATION, HDR_WWW_AUTHENTICATE,
+    RECORD_CLOSE, RECORD_CONTINUATION, RECORD_HTTP, RECORD_MESSAGE, SCHEME_NEGOTIATE, SCHEME_NTLM,
+    TC_ACT_UNSPEC, TokenKind, XDP_PASS, identity,
 };
 use tracker_user::{
     correlate::AuthUpdate,
@@ -220,7 +220,7 @@ fn type1_request_first_header_ipv4_egress() {
             ("scanned", 1),
             ("matched", 1),
             ("events", 1),
-            ("flow_midstream", 1)
+            ("flows_created", 2)
         ])
     );
     let (raw, rec) = k.drain().pop().expect("one record");
@@ -241,11 +241,11 @@ fn type1_request_first_header_ipv4_egress() {
     assert_eq!(rec.header.key, key);
     assert_eq!(rec.header.seq, 1000);
     let flow = k.flow(&key).expect("FLOWS entry");
-    assert_eq!(
-        flow.flags & (FLOW_NTLM_SEEN | FLOW_MIDSTREAM),
-        FLOW_NTLM_SEEN | FLOW_MIDSTREAM
-    );
+    assert_ne!(flow.flags & FLOW_NTLM_SEEN, 0);
     assert_eq!(rec.header.generation, flow.generation);
+    // The other direction has an entry too, so the answer's head is delivered.
+    let answer = k.flow(&key.reverse()).expect("the other direction's entry");
+    assert_ne!(answer.flags & FLOW_NTLM_SEEN, 0);
 }
 
 #[test]
@@ -643,19 +643,24 @@ fn lifecycle_syn_generation_and_close_record() {
     };
     let key = key4(frames::CLIENT4, 40010, frames::SERVER4, BACKEND_PORT);
     let syn = Tcp::new(40010, BACKEND_PORT, 100, SYN);
+    let syn_frame = frames::tcp4(&[], frames::CLIENT4, frames::SERVER4, &syn, &[]);
+    // A SYN, and a request without auth, make no entry: nothing counted, nothing kept.
+    let plain = Tcp::new(40010, BACKEND_PORT, 101, ACK | PSH);
     let d = k.delta(|k| {
+        k.egress(&syn_frame);
         k.egress(&frames::tcp4(
             &[],
             frames::CLIENT4,
             frames::SERVER4,
-            &syn,
-            &[],
-        ))
+            &plain,
+            b"GET / HTTP/1.1\r\nHost: x\r\n\r\n",
+        ));
     });
-    assert_eq!(d, counts(&[("tracked", 1), ("flow_new", 1)]));
-    let g1 = k.flow(&key).unwrap().generation;
+    assert_eq!(d, counts(&[("tracked", 1), ("scanned", 1)]));
+    assert!(k.flow(&key).is_none());
+    // The first auth header makes the entry; its time is the generation.
     let payload = frames::request(0, &format!("Authorization: NTLM {TYPE1}"));
-    let data = Tcp::new(40010, BACKEND_PORT, 101, ACK | PSH);
+    let data = Tcp::new(40010, BACKEND_PORT, 130, ACK | PSH);
     k.egress(&frames::tcp4(
         &[],
         frames::CLIENT4,
@@ -663,8 +668,9 @@ fn lifecycle_syn_generation_and_close_record() {
         &data,
         &payload,
     ));
+    let g1 = k.flow(&key).unwrap().generation;
     assert_eq!(k.records()[0].header.generation, g1);
-    let fin = Tcp::new(40010, BACKEND_PORT, 101 + payload.len() as u32, FIN | ACK);
+    let fin = Tcp::new(40010, BACKEND_PORT, 130 + payload.len() as u32, FIN | ACK);
     let frame = frames::tcp4(&[], frames::CLIENT4, frames::SERVER4, &fin, &[]);
     let d = k.delta(|k| {
         k.egress(&frame);
@@ -678,18 +684,106 @@ fn lifecycle_syn_generation_and_close_record() {
         (RECORD_CLOSE, g1)
     );
     assert_ne!(k.flow(&key).unwrap().flags & FLOW_CLOSED, 0);
-    // The same 5-tuple reused: a new SYN is a new generation.
+    // The same 5-tuple reused: the SYN removes the entry, the next auth header makes a new
+    // generation without the old state.
+    let d = k.delta(|k| k.egress(&syn_frame));
+    assert_eq!(d, counts(&[("flows_reopened", 1)]));
+    assert!(k.flow(&key).is_none());
     std::thread::sleep(std::time::Duration::from_millis(1));
     k.egress(&frames::tcp4(
         &[],
         frames::CLIENT4,
         frames::SERVER4,
-        &syn,
-        &[],
+        &data,
+        &payload,
     ));
     let f2 = k.flow(&key).unwrap();
     assert!(f2.generation > g1);
-    assert_eq!(f2.flags & (FLOW_CLOSED | FLOW_NTLM_SEEN), 0);
+    assert_eq!(f2.flags & FLOW_CLOSED, 0);
+    assert_eq!(k.records()[0].header.generation, f2.generation);
+}
+
+/// A flood at a tracked backend port — SYNs, SYN-ACKs, ACKs, plain requests and responses and
+/// FINs of 20,000 random 5-tuples — while a handshake is open: no flow entry is made for any
+/// of them (so none can evict the handshake's), nothing is delivered, and the handshake's
+/// Type-2 still carries the generation its Type-1 started.
+#[test]
+fn floods_of_syns_and_plain_http_make_no_flow_entries() {
+    let Some(mut k) = kernel("floods_of_syns_and_plain_http_make_no_flow_entries") else {
+        return;
+    };
+    let (c, s) = (frames::CLIENT4, frames::SERVER4);
+    k.egress(&frames::tcp4(
+        &[],
+        c,
+        s,
+        &Tcp::new(40_200, BACKEND_PORT, 1, ACK | PSH),
+        &frames::request(0, &format!("Authorization: NTLM {TYPE1}")),
+    ));
+    let key = key4(c, 40_200, s, BACKEND_PORT);
+    let generation = k.flow(&key).unwrap().generation;
+    k.records();
+    let entries = k.tracker.flow_entries().unwrap();
+    let mut x: u64 = 0x5eed_f100d;
+    let plain = b"GET /owa/ HTTP/1.1\r\nHost: mail\r\nCookie: a=b\r\n\r\n";
+    let ok = b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n";
+    let d = k.delta(|k| {
+        for _ in 0..20_000 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let client = [198, 18, (x >> 8) as u8 & 0x7f, (x >> 16) as u8];
+            let port = 1024 + (x >> 24) as u16 % 60_000;
+            let up = |flags, payload: &[u8]| {
+                frames::tcp4(
+                    &[],
+                    client,
+                    s,
+                    &Tcp::new(port, BACKEND_PORT, 7, flags),
+                    payload,
+                )
+            };
+            let down = |flags, payload: &[u8]| {
+                frames::tcp4(
+                    &[],
+                    s,
+                    client,
+                    &Tcp::new(BACKEND_PORT, port, 9, flags),
+                    payload,
+                )
+            };
+            k.egress(&up(SYN, b""));
+            k.ingress(&down(SYN | ACK, b""));
+            k.egress(&up(ACK, b""));
+            k.egress(&up(ACK | PSH, plain));
+            k.ingress(&down(ACK | PSH, ok));
+            k.egress(&up(FIN | ACK, b""));
+        }
+    });
+    assert_eq!(d.get("flows_created"), None, "{d:?}");
+    assert_eq!(d.get("events"), None, "{d:?}");
+    assert_eq!(
+        (d["scanned"], d["plain_responses"]),
+        (20_000, 20_000),
+        "each plain request scanned, each response decided from its status line: {d:?}"
+    );
+    assert!(k.records().is_empty());
+    assert_eq!(k.tracker.flow_entries().unwrap(), entries);
+    k.ingress(&frames::tcp4(
+        &[],
+        s,
+        c,
+        &Tcp::new(BACKEND_PORT, 40_200, 1, ACK | PSH),
+        &frames::response(&format!("WWW-Authenticate: NTLM {TYPE2}")),
+    ));
+    let recs = k.records();
+    assert_eq!(recs.len(), 1);
+    assert_eq!(recs[0].header.token, TokenKind::NtlmChallenge as u8);
+    assert_eq!(
+        k.flow(&key.reverse()).unwrap().generation,
+        generation,
+        "both directions keep the generation the Type-1 started"
+    );
 }
 
 #[test]
@@ -904,14 +998,7 @@ fn http_heads_follow_a_connection_that_carried_ntlm() {
             format!("HTTP/1.1 200 OK\r\nWWW-Authenticate: NTLM {TYPE2}\r\n\r\n").as_bytes(),
         ));
     });
-    assert_eq!(
-        d,
-        counts(&[
-            ("tracked", 2),
-            ("flow_midstream", 1),
-            ("plain_responses", 2)
-        ])
-    );
+    assert_eq!(d, counts(&[("plain_responses", 2)]));
     assert!(k.records().is_empty());
     // Handshake; then the 200 answering the Type-3 carries no auth header but is delivered.
     k.egress(&frames::tcp4(
@@ -988,11 +1075,10 @@ fn attached_mid_connection_the_answer_to_a_type3_is_still_delivered() {
     assert_eq!(d["http_heads"], 1, "{d:?}");
     let recs = k.records();
     assert_eq!(recs.last().map(|r| r.header.kind), Some(RECORD_HTTP));
-    // A new SYN on a reused 5-tuple does not inherit the old connection's NTLM state.
+    // A new SYN on a reused 5-tuple removes the old connection's NTLM state.
     let syn = Tcp::new(BACKEND_PORT, 40030, 1, SYN | ACK);
     k.ingress(&frames::tcp4(&[], s, c, &syn, &[]));
-    let f = k.flow(&key4(s, BACKEND_PORT, c, 40030)).unwrap();
-    assert_eq!(f.flags & FLOW_NTLM_SEEN, 0);
+    assert!(k.flow(&key4(s, BACKEND_PORT, c, 40030)).is_none());
 }
 
 /// docs/design.md, "The identity check": on a connection userspace marked authenticated, the kernel checks each
@@ -1171,6 +1257,10 @@ fn authenticated_connection_requests_are_checked_in_the_kernel() {
 /// The verifier's work per program (`verified_insns`) has headroom below its limit of one
 /// million: a rule change that multiplies the verifier's states fails here with the figure,
 /// not as an E2BIG load failure on some later kernel (docs/design.md, "Verifier lessons").
+/// The figure depends on the kernel's verifier as well as on the program (docs/design.md,
+/// "Budget"), so the budget sits 2.5× below the limit, not tight on today's count.
+const VERIFIED_BUDGET: u32 = 400_000;
+
 #[test]
 fn verifier_work_has_headroom() {
     let Some(mut k) = kernel("verifier_work_has_headroom") else {
@@ -1184,8 +1274,8 @@ fn verifier_work_has_headroom() {
             .expect("verified_insns (Linux 5.16+)");
         println!("{name}: {n} instructions verified");
         assert!(
-            n < 250_000,
-            "{name}: {n} verified instructions, budget 250000"
+            n < VERIFIED_BUDGET,
+            "{name}: {n} verified instructions, budget {VERIFIED_BUDGET}"
         );
     }
 }
@@ -1245,8 +1335,8 @@ fn tcx_ingress_records_what_xdp_records() {
         .verified_instruction_count()
         .unwrap();
     assert!(
-        n < 250_000,
-        "{TC_INGRESS_PROGRAM}: {n} verified instructions"
+        n < VERIFIED_BUDGET,
+        "{TC_INGRESS_PROGRAM}: {n} verified instructions, budget {VERIFIED_BUDGET}"
     );
 }
 

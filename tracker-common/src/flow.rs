@@ -1,14 +1,14 @@
 //! The per-segment decisions of the kernel programs on one direction of a tracked TCP flow:
-//! how a flow entry starts, when its close is reported, when a segment continues a cut auth
+//! when a flow entry is made and for which direction, when its close is reported, when a segment continues a cut auth
 //! header, which record a segment becomes, and when a request on an authenticated connection
 //! passes the identity check. Shared by the eBPF programs and replay's kernel model, so both
 //! count and decide the same way (docs/design.md, "One rule set"). The drivers own the maps;
 //! these functions only read and change one [`FlowState`] and count through [`Counters`].
 
 use crate::{
-    AuthFlow, CAPTURE_MAX, FLOW_CAPTURING, FLOW_CLOSED, FLOW_MIDSTREAM, FLOW_NTLM_SEEN, FLOW_OPEN,
-    FlowState, RECORD_CONTINUATION, RECORD_HTTP, RECORD_MESSAGE, identity, scan::Found,
-    scan::HEAD_NONE, scan::HEAD_RESPONSE, stat, tcp,
+    AuthFlow, CAPTURE_MAX, FLOW_CAPTURING, FLOW_CLOSED, FLOW_NTLM_SEEN, FLOW_OPEN, FlowState,
+    RECORD_CONTINUATION, RECORD_HTTP, RECORD_MESSAGE, identity, scan::Found, scan::HEAD_NONE,
+    scan::HEAD_RESPONSE, stat, tcp,
 };
 
 /// Where the `STATS` counters go: a per-CPU array in the kernel, an array in the model.
@@ -25,48 +25,56 @@ impl Counters for [u64; stat::COUNT as usize] {
     }
 }
 
-/// Whether a segment with these TCP flags replaces any entry of its flow with a new one: a SYN
-/// starts a new use of the 5-tuple (a new generation).
+/// Whether a segment with these TCP flags ends any entry of its flow: a SYN starts a new use
+/// of the 5-tuple (a new generation), which must not inherit the old connection's state.
 #[inline(always)]
 pub fn opens_generation(tcp_flags: u8) -> bool {
     tcp_flags & tcp::SYN != 0
 }
 
-/// The entry of a flow not in the table (or opened again by a SYN). A flow first seen without
-/// its SYN was open when the tracker attached (or its entry was evicted): if the other
-/// direction carried NTLM, this one's heads (the 200 answering a Type-3) matter too. Not on
-/// SYN: a reused 5-tuple must not inherit the old connection's state.
+/// Whether a flow direction without an entry gets one with this segment: it carries an auth
+/// header, or the start of a header name cut at its end. Nothing else takes table space, so
+/// SYNs, ACKs and plain HTTP — a flood of spoofed 5-tuples included — cannot evict the
+/// entries of real handshakes (docs/design.md, "Flow entries").
 #[inline(always)]
-pub fn new_flow_flags<C: Counters>(
-    stats: &mut C,
-    tcp_flags: u8,
-    reverse_ntlm_seen: impl FnOnce() -> bool,
-) -> u32 {
-    let mut flags = FLOW_OPEN;
-    if tcp_flags & tcp::SYN == 0 {
-        flags |= FLOW_MIDSTREAM;
-        stats.count(stat::FLOW_MIDSTREAM);
-        if reverse_ntlm_seen() {
-            flags |= FLOW_NTLM_SEEN;
-        }
-    } else {
-        stats.count(stat::FLOW_NEW);
-    }
-    flags
+pub fn creates_entry(found: &Found) -> bool {
+    found.matched || found.partial_name_at_end
 }
 
-/// The entry [`new_flow_flags`] describes, opened at `now` (its generation).
+/// Whether state with these flags is a flow's entry, not the blank state a flow without one
+/// is scanned with (no flag set): every entry is `FLOW_OPEN`.
 #[inline(always)]
-pub fn new_flow<C: Counters>(
-    stats: &mut C,
-    tcp_flags: u8,
-    now: u64,
-    reverse_ntlm_seen: impl FnOnce() -> bool,
-) -> FlowState {
+pub fn has_entry(flags: u32) -> bool {
+    flags & FLOW_OPEN != 0
+}
+
+/// A new entry at `now`, which becomes its generation (one use of the 5-tuple).
+#[inline(always)]
+pub fn new_flow<C: Counters>(stats: &mut C, now: u64, flags: u32) -> FlowState {
+    stats.count(stat::FLOWS_CREATED);
     FlowState {
         generation: now,
-        flags: new_flow_flags(stats, tcp_flags, reverse_ntlm_seen),
+        flags: FLOW_OPEN | flags,
         ..FlowState::default()
+    }
+}
+
+/// The other direction of a connection whose first auth header this segment carries: marked
+/// as having carried NTLM, so its heads are delivered too (the 200 answering a Type-3 has no
+/// auth header). Returns the entry to insert when that direction has none yet, with this
+/// direction's `generation`.
+#[inline(always)]
+pub fn mark_reverse<C: Counters>(
+    stats: &mut C,
+    reverse: Option<&mut FlowState>,
+    generation: u64,
+) -> Option<FlowState> {
+    match reverse {
+        Some(r) => {
+            r.flags |= FLOW_NTLM_SEEN;
+            None
+        }
+        None => Some(new_flow(stats, generation, FLOW_NTLM_SEEN)),
     }
 }
 
@@ -296,21 +304,43 @@ mod tests {
     #[test]
     fn a_close_is_reported_once_and_only_after_ntlm() {
         let mut s: Stats = [0; stat::COUNT as usize];
-        let mut st = new_flow(&mut s, tcp::SYN, 5, || true);
-        assert_eq!(st.flags, FLOW_OPEN, "a SYN inherits nothing");
+        let mut st = new_flow(&mut s, 5, 0);
+        assert_eq!((st.flags, st.generation), (FLOW_OPEN, 5));
         assert!(!close(&mut s, &mut st, tcp::FIN));
-        let mut st = new_flow(&mut s, tcp::ACK, 6, || true);
-        assert_eq!(st.flags, FLOW_OPEN | FLOW_MIDSTREAM | FLOW_NTLM_SEEN);
+        let mut st = new_flow(&mut s, 6, FLOW_NTLM_SEEN);
         assert!(close(&mut s, &mut st, tcp::FIN | tcp::ACK));
         assert!(!close(&mut s, &mut st, tcp::RST));
         assert_eq!(
-            (
-                s[stat::CLOSES as usize],
-                s[stat::FLOW_NEW as usize],
-                s[stat::FLOW_MIDSTREAM as usize]
-            ),
-            (1, 1, 1)
+            (s[stat::CLOSES as usize], s[stat::FLOWS_CREATED as usize]),
+            (1, 2)
         );
+    }
+
+    #[test]
+    fn only_auth_headers_make_entries_and_mark_the_other_direction() {
+        let mut s: Stats = [0; stat::COUNT as usize];
+        assert!(!creates_entry(&Found::default()));
+        for found in [
+            Found {
+                matched: true,
+                ..Found::default()
+            },
+            Found {
+                partial_name_at_end: true,
+                ..Found::default()
+            },
+        ] {
+            assert!(creates_entry(&found));
+        }
+        let mut other = new_flow(&mut s, 1, 0);
+        assert_eq!(mark_reverse(&mut s, Some(&mut other), 9), None);
+        assert_eq!(other.flags, FLOW_OPEN | FLOW_NTLM_SEEN);
+        let made = mark_reverse(&mut s, None, 9).expect("a new entry");
+        assert_eq!(
+            (made.flags, made.generation),
+            (FLOW_OPEN | FLOW_NTLM_SEEN, 9)
+        );
+        assert_eq!(s[stat::FLOWS_CREATED as usize], 2);
     }
 
     #[test]

@@ -246,16 +246,15 @@ pub const FLOW_CLOSED: u32 = 1 << 1;
 pub const FLOW_NTLM_SEEN: u32 = 1 << 2;
 /// Segments in `[capture_from, capture_until)` are copied to userspace.
 pub const FLOW_CAPTURING: u32 = 1 << 3;
-/// First packet seen was not a SYN (tracker started mid-connection, or the entry was evicted).
-pub const FLOW_MIDSTREAM: u32 = 1 << 4;
 
 /// Value of the `FLOWS` map, one per direction of a connection. Only what the rules read:
 /// with a million entries every byte here is a megabyte of kernel memory.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub struct FlowState {
-    /// Identifies one use of the 5-tuple: the kernel time of the SYN that opened it (or of
-    /// the first packet seen). A reused 5-tuple gets a new generation.
+    /// Identifies one use of the 5-tuple: the kernel time the entry was made (the flow's
+    /// first auth header, or the other direction's). A SYN removes the entry, so a reused
+    /// 5-tuple gets a new generation.
     pub generation: u64,
     pub flags: u32,
     pub capture_from: u32,
@@ -508,6 +507,8 @@ pub mod identity {
 /// Packets that are not TCP or not on a tracked endpoint pass uncounted — counting them would
 /// be most of their cost; the interface's own counters (`ip -s link`) have their number.
 pub mod stat {
+    /// Segments of a tracked flow that took the tracked path: every segment of a flow with an
+    /// entry, and the segments with payload (not a plain response) of one without.
     pub const TRACKED: u32 = 0;
     /// Tracked segments with payload that were scanned.
     pub const SCANNED: u32 = 1;
@@ -523,10 +524,11 @@ pub mod stat {
     pub const PARSE_BAIL: u32 = 7;
     /// IPv6 with more extension headers than we skip, or IPv4 fragments.
     pub const UNSUPPORTED: u32 = 8;
-    /// A flow entry created for a connection whose SYN was not seen (started mid-stream,
-    /// or its entry was evicted from the LRU map).
-    pub const FLOW_MIDSTREAM: u32 = 9;
-    pub const FLOW_NEW: u32 = 10;
+    /// Entries removed by a SYN: the 5-tuple's next use starts without the old state.
+    pub const FLOWS_REOPENED: u32 = 9;
+    /// Entries made: a flow direction's first auth header (or cut header name), or the other
+    /// direction of one.
+    pub const FLOWS_CREATED: u32 = 10;
     /// `FLOWS` update failed.
     pub const FLOW_UPDATE_FAILED: u32 = 11;
     /// Payload longer than the capture length: the copy was truncated.
@@ -558,8 +560,8 @@ pub mod stat {
         "ringbuf_full",
         "parse_bail",
         "unsupported",
-        "flow_midstream",
-        "flow_new",
+        "flows_reopened",
+        "flows_created",
         "flow_update_failed",
         "capture_truncated",
         "load_failed",

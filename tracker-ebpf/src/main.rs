@@ -493,7 +493,7 @@ fn is_tracked(key: &FlowKey, sp: u8, dp: u8) -> bool {
 /// parse, flow entry, close, status line, copy, scan, identity check, record — because
 /// replay's model (`KernelModel::segment`) mirrors it step for step and the differential
 /// test compares the two; each step itself is a shared rule in `tracker_common::flow`.
-// Keys by reference on purpose, as in `flow_update`.
+// Keys by reference on purpose, as in `insert_flow`.
 #[allow(clippy::needless_borrows_for_generic_args)]
 #[inline(always)]
 fn track<P: Packet>(ctx: &P, direction: u8) -> Result<(), ()> {
@@ -542,18 +542,33 @@ fn track<P: Packet>(ctx: &P, direction: u8) -> Result<(), ()> {
         return Ok(());
     }
     // A flow with an entry is tracked (entries are made for tracked flows only): the LPM trie
-    // is consulted only for a flow not seen yet.
-    let existing = FLOWS.get_ptr_mut(&seg.id);
-    if existing.is_none() && !is_tracked(&seg.key, sp, dp) {
-        return Ok(());
+    // is consulted only for a flow without one, and only for a segment worth a scan.
+    let mut existing = FLOWS.get_ptr_mut(&seg.id);
+    if existing.is_some() && flow::opens_generation(flags) {
+        // Removing fails only if the entry went in between; either way it is gone.
+        let _ = FLOWS.remove(&seg.id);
+        count(stat::FLOWS_REOPENED);
+        existing = None;
     }
-    count(stat::TRACKED);
-    // The clock is read only where a time is kept: a new flow's generation, a record.
-    let state = flow_update(seg, cfg, flags, existing)?;
-    let state = unsafe { &mut *state };
-
-    if flow::close(&mut Stats, state, flags) {
-        emit_close(ctx, seg, state, direction);
+    let state = match existing {
+        Some(s) => s,
+        None => {
+            // SYNs, ACKs and closes of a flow without NTLM: nothing to keep, nothing written.
+            if payload_len == 0 {
+                return Ok(());
+            }
+            blank_entry()?
+        }
+    };
+    let mut state = unsafe { &mut *state };
+    // From map memory, so the verifier walks one path through the scan for both kinds of
+    // flow (see `blank_entry`).
+    let has_entry = flow::has_entry(state.flags);
+    if has_entry {
+        count(stat::TRACKED);
+        if flow::close(&mut Stats, state, flags) {
+            emit_close(ctx, seg, state, direction);
+        }
     }
     if payload_len == 0 {
         return Ok(());
@@ -563,6 +578,12 @@ fn track<P: Packet>(ctx: &P, direction: u8) -> Result<(), ()> {
     }) {
         count(stat::PLAIN_RESPONSES);
         return Ok(());
+    }
+    if !has_entry {
+        if !is_tracked(&seg.key, sp, dp) {
+            return Ok(());
+        }
+        count(stat::TRACKED);
     }
 
     let Some(cap) = SCRATCH.get_ptr_mut(0) else {
@@ -577,10 +598,20 @@ fn track<P: Packet>(ctx: &P, direction: u8) -> Result<(), ()> {
     let continuation = flow::continues_capture(state, seq, payload_len);
 
     count(stat::SCANNED);
-    let ntlm_before = state.flags & FLOW_NTLM_SEEN != 0;
     let found = scan::scan(copied);
+    // The clock is read only where a time is kept: a new entry's generation, a record.
+    // Read again, volatile: a value kept in a register across the scan would differ between
+    // the two kinds of flow there.
+    if !flow::has_entry(unsafe { core::ptr::read_volatile(&state.flags) }) {
+        if !flow::creates_entry(&found) {
+            return Ok(());
+        }
+        let fresh = flow::new_flow(&mut Stats, unsafe { bpf_ktime_get_ns() }, 0);
+        state = insert_flow(&seg.id, &fresh)?;
+    }
+    let ntlm_before = state.flags & FLOW_NTLM_SEEN != 0;
     if flow::on_message(&mut Stats, state, &found) {
-        mark_reverse(&seg.key.reverse_id(&cfg.identity_key));
+        mark_reverse(&seg.key.reverse_id(&cfg.identity_key), state.generation);
     }
     let head = if flow::wants_head(ntlm_before, continuation) {
         match scan::scratch() {
@@ -618,19 +649,24 @@ fn track<P: Packet>(ctx: &P, direction: u8) -> Result<(), ()> {
     Ok(())
 }
 
-/// Marks the other direction of the connection as having carried NTLM, so its heads (the
-/// response to a Type-3 that carries no auth header) are delivered too.
+/// Marks the other direction of the connection as having carried NTLM ([`flow::mark_reverse`]),
+/// making its entry when it has none.
+// Keys by reference on purpose, as in `insert_flow`.
+#[allow(clippy::needless_borrows_for_generic_args)]
 #[inline(always)]
-fn mark_reverse(reverse: &FlowId) {
-    if let Some(s) = FLOWS.get_ptr_mut(reverse) {
-        unsafe { (*s).flags |= FLOW_NTLM_SEEN };
+fn mark_reverse(reverse: &FlowId, generation: u64) {
+    let existing = FLOWS.get_ptr_mut(reverse).map(|s| unsafe { &mut *s });
+    if let Some(fresh) = flow::mark_reverse(&mut Stats, existing, generation)
+        && FLOWS.insert(reverse, &fresh, 0).is_err()
+    {
+        count(stat::FLOW_UPDATE_FAILED);
     }
 }
 
 /// The per-request identity check on authenticated connections ([`flow::authenticated_pass`]):
 /// one hash lookup per head on connections that carried NTLM or Negotiate, nothing anywhere
 /// else.
-// Keys by reference on purpose, as in `flow_update`.
+// Keys by reference on purpose, as in `insert_flow`.
 #[allow(clippy::needless_borrows_for_generic_args)]
 #[inline(always)]
 fn authenticated_pass(
@@ -656,32 +692,40 @@ fn authenticated_pass(
     })
 }
 
-/// Finds or creates the flow entry; SYN starts a new generation.
+/// The `FLOWS` key of the blank entry: family 0, which no flow has.
+const BLANK_ID: FlowId = FlowId {
+    addrs: 0,
+    src_port: 0,
+    dst_port: 0,
+    family: 0,
+};
+
+/// The state a flow without an entry is scanned with, kept in `FLOWS` itself: a pointer into
+/// the same map as a real entry's, so the verifier's states at the scan are the same for both
+/// and it is verified once (with a pointer into a per-CPU map most of the program was
+/// verified twice). Its flags stay without `FLOW_OPEN`, `FLOW_NTLM_SEEN` and `FLOW_CAPTURING`
+/// ([`flow::has_entry`]): the rules that set them run only on a real entry. Made again if
+/// the LRU evicts it.
+// Keys by reference on purpose, as in `insert_flow`.
+#[allow(clippy::needless_borrows_for_generic_args)]
+#[inline(always)]
+fn blank_entry() -> Result<*mut FlowState, ()> {
+    if let Some(b) = FLOWS.get_ptr_mut(&BLANK_ID) {
+        return Ok(b);
+    }
+    insert_flow(&BLANK_ID, &FlowState::default()).map(|b| b as *mut FlowState)
+}
+
+/// Inserts a new flow entry and returns it in the map.
 // Keys are passed by reference on purpose: by value they would be copied to the stack.
 #[allow(clippy::needless_borrows_for_generic_args)]
 #[inline(always)]
-fn flow_update(
-    seg: &Segment,
-    cfg: &Config,
-    tcp_flags: u8,
-    existing: Option<*mut FlowState>,
-) -> Result<*mut FlowState, ()> {
-    if !flow::opens_generation(tcp_flags)
-        && let Some(s) = existing
-    {
-        return Ok(s);
-    }
-    let now = unsafe { bpf_ktime_get_ns() };
-    let fresh = flow::new_flow(&mut Stats, tcp_flags, now, || {
-        FLOWS
-            .get_ptr(&seg.key.reverse_id(&cfg.identity_key))
-            .is_some_and(|r| unsafe { (*r).flags } & FLOW_NTLM_SEEN != 0)
-    });
-    if FLOWS.insert(&seg.id, &fresh, 0).is_err() {
+fn insert_flow(id: &FlowId, fresh: &FlowState) -> Result<&'static mut FlowState, ()> {
+    if FLOWS.insert(id, fresh, 0).is_err() {
         return bail(stat::FLOW_UPDATE_FAILED);
     }
-    match FLOWS.get_ptr_mut(&seg.id) {
-        Some(s) => Ok(s),
+    match FLOWS.get_ptr_mut(id) {
+        Some(s) => Ok(unsafe { &mut *s }),
         None => bail(stat::FLOW_UPDATE_FAILED),
     }
 }

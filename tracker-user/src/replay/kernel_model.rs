@@ -198,22 +198,11 @@ impl KernelModel {
         }
     }
 
-    fn flow_update(&mut self, seg: &Segment, now: u64) -> FlowState {
-        if !flow::opens_generation(seg.flags)
-            && let Some(s) = self.flows.get(&seg.key)
-        {
-            return *s;
-        }
-        let flows = &self.flows;
-        let fresh = flow::new_flow(&mut self.stats, seg.flags, now, || {
-            flows
-                .peek(&seg.key.reverse())
-                .is_some_and(|r| r.flags & FLOW_NTLM_SEEN != 0)
-        });
-        if put_bounded(&mut self.flows, self.cfg.flow_capacity, seg.key, fresh) {
+    /// Inserts a new entry, counting what the bound evicts.
+    fn insert_flow(&mut self, key: FlowKey, fresh: FlowState) {
+        if put_bounded(&mut self.flows, self.cfg.flow_capacity, key, fresh) {
             self.flows_evicted += 1;
         }
-        fresh
     }
 
     /// One TCP segment seen at `now` (ns): appends the records the kernel would emit.
@@ -221,13 +210,39 @@ impl KernelModel {
     /// rules in the same order; kept in that one shape so the two read side by side (the
     /// differential test holds them equal).
     pub fn segment(&mut self, seg: &Segment, now: u64, ifindex: u32, out: &mut Vec<Record>) {
-        // Untracked segments pass uncounted, as in the kernel's fast path.
-        if !self.is_tracked(&seg.key) {
+        // Untracked ports pass uncounted, as in the kernel's fast path.
+        let from_tracked_port = self.track_all || self.is_tracked_port(seg.key.src_port);
+        if !from_tracked_port && !self.is_tracked_port(seg.key.dst_port) {
             return;
         }
+        let mut existing = self.flows.get(&seg.key).copied();
+        if existing.is_some() && flow::opens_generation(seg.flags) {
+            self.flows.pop(&seg.key);
+            self.count(stat::FLOWS_REOPENED);
+            existing = None;
+        }
+        let has_entry = existing.is_some();
+        // A capture cut shorter than the status line cannot be decided; the kernel always can.
+        let start = || seg.payload.get(..flow::STATUS_LINE_BYTES)?.try_into().ok();
+        let mut state = match existing {
+            Some(s) => s,
+            None => {
+                if seg.payload_len == 0 {
+                    return;
+                }
+                let blank = FlowState::default();
+                if flow::plain_response(&blank, from_tracked_port, seg.payload_len, start) {
+                    self.count(stat::PLAIN_RESPONSES);
+                    return;
+                }
+                if !self.is_tracked(&seg.key) {
+                    return;
+                }
+                blank
+            }
+        };
         self.count(stat::TRACKED);
         let direction = self.direction(&seg.key);
-        let mut state = self.flow_update(seg, now);
         let header = |kind: u8, state: &FlowState, copied: u32| RecordHeader {
             timestamp_ns: now,
             generation: state.generation,
@@ -257,10 +272,7 @@ impl KernelModel {
             self.store(seg.key, state);
             return;
         }
-        // A capture cut shorter than the status line cannot be decided; the kernel always can.
-        let start = || seg.payload.get(..flow::STATUS_LINE_BYTES)?.try_into().ok();
-        let from_tracked_port = self.track_all || self.is_tracked_port(seg.key.src_port);
-        if flow::plain_response(&state, from_tracked_port, seg.payload_len, start) {
+        if has_entry && flow::plain_response(&state, from_tracked_port, seg.payload_len, start) {
             self.count(stat::PLAIN_RESPONSES);
             self.store(seg.key, state);
             return;
@@ -278,12 +290,24 @@ impl KernelModel {
         let continuation = flow::continues_capture(&mut state, seg.seq, seg.payload_len);
 
         self.count(stat::SCANNED);
-        let ntlm_before = state.flags & FLOW_NTLM_SEEN != 0;
         // The kernel's scan, its newlines found with memchr (`scan_lines`: same result).
         let found = scan::scan_lines(data, memchr::memchr_iter(b'\n', data));
+        if !has_entry {
+            if !flow::creates_entry(&found) {
+                return;
+            }
+            state = flow::new_flow(&mut self.stats, now, 0);
+            self.insert_flow(seg.key, state);
+        }
+        let ntlm_before = state.flags & FLOW_NTLM_SEEN != 0;
         if flow::on_message(&mut self.stats, &mut state, &found) {
-            if let Some(r) = self.flows.peek_mut(&seg.key.reverse()) {
-                r.flags |= FLOW_NTLM_SEEN;
+            let reverse = seg.key.reverse();
+            if let Some(fresh) = flow::mark_reverse(
+                &mut self.stats,
+                self.flows.peek_mut(&reverse),
+                state.generation,
+            ) {
+                self.insert_flow(reverse, fresh);
             }
         }
         let head = if flow::wants_head(ntlm_before, continuation) {
@@ -388,24 +412,54 @@ mod tests {
         })
     }
 
+    const TYPE1: &[u8] = b"GET / HTTP/1.1\r\nAuthorization: NTLM TlRMTVNTUAABAAAA\r\n\r\n";
+
     #[test]
     fn the_least_recently_used_flow_is_evicted_first() {
-        let mut m = model(2);
+        let mut m = model(4);
         let mut out = Vec::new();
-        m.segment(&seg(key(1), tcp::SYN, 0, b""), 1, 0, &mut out);
-        m.segment(&seg(key(2), tcp::SYN, 0, b""), 2, 0, &mut out);
+        // Each Type-1 makes two entries: its own direction and the other.
+        m.segment(&seg(key(1), tcp::ACK, 1, TYPE1), 1, 0, &mut out);
+        m.segment(&seg(key(2), tcp::ACK, 1, TYPE1), 2, 0, &mut out);
         // Flow 1 is used again, so flow 2 is the least recently used.
-        m.segment(&seg(key(1), tcp::ACK, 1, b""), 3, 0, &mut out);
-        m.segment(&seg(key(3), tcp::SYN, 0, b""), 4, 0, &mut out);
-        assert_eq!(m.flows_evicted, 1);
+        m.segment(&seg(key(1), tcp::ACK, 100, b""), 3, 0, &mut out);
+        m.segment(&seg(key(3), tcp::ACK, 1, TYPE1), 4, 0, &mut out);
+        assert_eq!(m.flows_evicted, 2);
         assert!(m.flow(&key(1)).is_some() && m.flow(&key(3)).is_some());
         assert!(m.flow(&key(2)).is_none());
-        // A SYN on a known flow replaces its entry without evicting another.
+        // A SYN removes a known flow's entry; its next auth header makes a new generation.
         m.segment(&seg(key(3), tcp::SYN, 0, b""), 5, 0, &mut out);
+        assert!(m.flow(&key(3)).is_none());
+        m.segment(&seg(key(3), tcp::ACK, 1, TYPE1), 6, 0, &mut out);
         assert_eq!(
             (m.flows_evicted, m.flow(&key(3)).unwrap().generation),
-            (1, 5)
+            (2, 6)
         );
+        assert_eq!(m.stats[stat::FLOWS_REOPENED as usize], 1);
+    }
+
+    #[test]
+    fn syns_acks_and_plain_http_make_no_entries() {
+        let mut m = model(8);
+        let mut out = Vec::new();
+        m.segment(&seg(key(1), tcp::ACK, 1, TYPE1), 1, 0, &mut out);
+        for port in 2..10_000u16 {
+            let k = key(port);
+            m.segment(&seg(k, tcp::SYN, 0, b""), 2, 0, &mut out);
+            m.segment(&seg(k, tcp::ACK, 1, b""), 2, 0, &mut out);
+            m.segment(
+                &seg(k, tcp::ACK, 1, b"GET / HTTP/1.1\r\n\r\n"),
+                2,
+                0,
+                &mut out,
+            );
+            let ok = b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n";
+            m.segment(&seg(k.reverse(), tcp::ACK, 1, ok), 2, 0, &mut out);
+        }
+        assert_eq!((m.flows().count(), m.flows_evicted), (2, 0));
+        assert!(m.flow(&key(1)).is_some() && m.flow(&key(1).reverse()).is_some());
+        assert_eq!(out.len(), 1, "only the Type-1");
+        assert_eq!(m.stats[stat::FLOWS_CREATED as usize], 2);
     }
 
     #[test]
