@@ -334,6 +334,50 @@ fn bad_input_gives_one_clear_error_and_leaves_nothing() {
     let (code, err) = run(&["run", "--iface", &pair.client_if]);
     assert_eq!(code, Some(1));
     assert!(err.contains("nothing to track"), "{err}");
+    // A metrics address another process holds: said, before anything is loaded.
+    let mut holder = pair
+        .exec(&pair.client_ns)
+        .args([
+            "python3",
+            "-c",
+            &format!(
+                "import socket,time\ns=socket.socket()\ns.bind(('{CLIENT_IP}', 9464))\ns.listen()\nprint('bound', flush=True)\ntime.sleep(60)"
+            ),
+        ])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut bound = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(holder.stdout.take().unwrap()),
+        &mut bound,
+    )
+    .unwrap();
+    assert_eq!(bound.trim(), "bound");
+    let metrics_at = format!("{CLIENT_IP}:9464");
+    let backend = ["--backend", "198.18.200.0/30:80"];
+    let (code, err) = run(&[
+        &["run", "--iface", &pair.client_if, "--metrics", &metrics_at][..],
+        &backend,
+    ]
+    .concat());
+    let _ = holder.kill();
+    let _ = holder.wait();
+    assert_eq!(code, Some(1), "{err}");
+    assert!(err.contains("the address is in use"), "{err}");
+    let (code, err) = run(&[
+        &[
+            "run",
+            "--iface",
+            &pair.client_if,
+            "--metrics",
+            "localhost:x",
+        ][..],
+        &backend,
+    ]
+    .concat());
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("is not ADDR:PORT or a port"), "{err}");
 
     // Without privileges: the error names the missing capabilities.
     let out = pair

@@ -25,6 +25,7 @@ use nta_lab::{
     client_addr,
 };
 use serde_json::Value;
+use support::prometheus::{METRICS_ADDR, Prometheus, assert_promtool_clean, scrape};
 use support::tracker::Tracker;
 use support::verdicts::{
     Key, actions, alert_key, alerts, assert_exact, clients, count, drain_capture, endpoint,
@@ -405,7 +406,7 @@ fn scenario_2_haproxy_server_close_server_split() {
         return;
     };
     let caps = Captures::start(&lab, "s2");
-    let tracker = start_tracker(&lab, &[]);
+    let tracker = start_tracker(&lab, &["--metrics", METRICS_ADDR]);
     for i in 0..4 {
         let run = lab
             .curl_ntlm(80, client_addr(i), "LAB\\bob", LAB_PASSWORD, 1)
@@ -419,10 +420,28 @@ fn scenario_2_haproxy_server_close_server_split() {
         &["--count", "6", "--sources", &sources(3, 4)],
     );
     assert!(statuses(&ka, "type3").iter().all(|s| *s == 401), "{ka:?}");
-    let events = tracker.stop();
-    let (be, merged) = caps.stop(&lab, "s2");
     let truth = lab.truth().unwrap();
     assert_eq!(splits(&truth), 10, "{truth:#?}");
+    // A real Prometheus scrapes the running daemon: the target is up, and the alert
+    // counter is the backends' ground truth.
+    let prom = Prometheus::start(&lab);
+    prom.wait_for(&lab, "up{job=\"ntlm-affinity\"}", &[1.0]);
+    let split = splits(&truth) as f64;
+    prom.wait_for(
+        &lab,
+        "ntlm_affinity_alerts_total{class=\"server_split\",action=\"alert\"}",
+        &[split],
+    );
+    prom.wait_for(&lab, "sum(ntlm_affinity_alerts_total)", &[split]);
+    prom.wait_for(
+        &lab,
+        "sum(ntlm_affinity_handshakes_total{scheme=\"ntlm\",outcome=\"success\"})",
+        &[0.0],
+    );
+    assert_promtool_clean(&scrape(&lab));
+    drop(prom);
+    let events = tracker.stop();
+    let (be, merged) = caps.stop(&lab, "s2");
     assert!(truth.iter().all(|r| r.outcome != "success"));
     assert_exact("scenario 2", &lab, &truth, &events);
     assert_eq!(count(&events, "server_split"), 10);

@@ -12,6 +12,7 @@ pub mod hashing;
 pub mod http;
 pub mod json;
 pub mod loader;
+pub mod metrics;
 pub mod output;
 pub mod pipeline;
 pub mod privilege;

@@ -3,6 +3,7 @@
 use std::{
     collections::HashMap,
     io::{BufWriter, Write},
+    sync::{Arc, Mutex},
     time::Duration,
 };
 
@@ -18,7 +19,7 @@ use tracker_user::{
     endpoint::Backend,
     event, http,
     loader::{AuthFlows, Ingress, IngressMode, Tracker, TrackerConfig},
-    output,
+    metrics, output,
     pipeline::{self, Pipeline},
     privilege,
     replay::{self, kernel_model::ModelConfig},
@@ -110,6 +111,10 @@ struct RunArgs {
     /// dropped and counted (`output.dropped`) instead of stalling the ring-buffer reader.
     #[arg(long, value_name = "EVENTS", default_value_t = output::DEFAULT_QUEUE)]
     output_queue: usize,
+    /// Serve Prometheus metrics at http://ADDR:PORT/metrics (a bare port: on loopback).
+    /// Off by default.
+    #[arg(long, value_name = "ADDR:PORT", value_parser = metrics::parse_listen)]
+    metrics: Option<std::net::SocketAddr>,
     #[command(flatten)]
     out: OutputArgs,
 }
@@ -294,6 +299,11 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
         }
     }
     privilege::no_core_dumps().context("turning core dumps off")?;
+    // Bound before the capabilities go (a port below 1024 needs CAP_NET_BIND_SERVICE).
+    let metrics_listener = match args.metrics {
+        Some(addr) => Some(bind_metrics(addr)?),
+        None => None,
+    };
     let mut tracker = Tracker::load(&cfg)?;
     for iface in &args.ifaces {
         let how = tracker.attach(iface, cfg.xdp_mode, cfg.ingress)?;
@@ -340,16 +350,42 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
     pcfg.correlate.kernel_identity =
         !args.no_kernel_identity_check && args.out.client_port_header.is_none();
     let pipeline = Pipeline::new(pcfg);
-    let result = rt.block_on(event_loop(
-        &mut tracker,
-        pipeline,
-        args.stats_interval,
-        args.output_queue.max(1),
-    ));
+    let opts = LoopOptions {
+        stats_interval: args.stats_interval,
+        output_queue: args.output_queue.max(1),
+        metrics: metrics_listener,
+        capacities: (cfg.flow_capacity, cfg.auth_flow_capacity, cfg.ring_bytes),
+    };
+    let result = rt.block_on(event_loop(&mut tracker, pipeline, opts));
     let ifaces: Vec<String> = tracker.interfaces.iter().map(|(n, _)| n.clone()).collect();
     drop(tracker);
     eprintln!("ntlm-affinity: detached from {}", ifaces.join(", "));
     result
+}
+
+/// The metrics listener of `--metrics`, with the error an operator can act on.
+fn bind_metrics(addr: std::net::SocketAddr) -> anyhow::Result<std::net::TcpListener> {
+    let l = std::net::TcpListener::bind(addr).map_err(|e| match e.kind() {
+        std::io::ErrorKind::AddrInUse => anyhow::anyhow!(
+            "--metrics {addr}: the address is in use (another ntlm-affinity or exporter?); choose another port"
+        ),
+        std::io::ErrorKind::PermissionDenied => anyhow::anyhow!(
+            "--metrics {addr}: binding a port below 1024 needs CAP_NET_BIND_SERVICE; use a higher port (9464 is usual)"
+        ),
+        _ => anyhow::anyhow!("--metrics {addr}: {e}"),
+    })?;
+    l.set_nonblocking(true)
+        .context("making the metrics listener non-blocking")?;
+    Ok(l)
+}
+
+/// How the event loop runs, from `run`'s arguments.
+struct LoopOptions {
+    stats_interval: u64,
+    output_queue: usize,
+    metrics: Option<std::net::TcpListener>,
+    /// Flow table, authenticated-connection table, ring buffer bytes: for the metrics.
+    capacities: (u32, u32, u32),
 }
 
 /// The daemon's one loop: ring buffer, expiry tick, stats tick and signals in one `select!`,
@@ -357,9 +393,13 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
 async fn event_loop(
     tracker: &mut Tracker,
     mut pipeline: Pipeline,
-    stats_interval: u64,
-    output_queue: usize,
+    opts: LoopOptions,
 ) -> anyhow::Result<()> {
+    let LoopOptions {
+        stats_interval,
+        output_queue,
+        ..
+    } = opts;
     let ifnames: HashMap<u32, String> = tracker
         .interfaces
         .iter()
@@ -389,6 +429,14 @@ async fn event_loop(
     let mut outputs = Vec::new();
     // Interfaces deleted (or moved) while running, by name: their links died with them.
     let mut lost: Vec<String> = Vec::new();
+    // Scrapes read the snapshot the expiry tick refreshes: at most a second old, and the
+    // correlator is never touched from another task.
+    let snapshot = Arc::new(Mutex::new(metrics::Snapshot::default()));
+    let metrics_on = opts.metrics.is_some();
+    if let Some(l) = opts.metrics {
+        let l = tokio::net::TcpListener::from_std(l).context("serving metrics")?;
+        tokio::spawn(metrics::serve(l, Arc::clone(&snapshot)));
+    }
     loop {
         tokio::select! {
             _ = sigint.recv() => break,
@@ -415,6 +463,23 @@ async fn event_loop(
                 if lost.len() == tracker.interfaces.len() {
                     break;
                 }
+                if !metrics_on {
+                    continue;
+                }
+                let mut m = metrics::Snapshot {
+                    kernel: tracker.stats()?,
+                    auth_flow_write_failures: auth.failures,
+                    output_written: writer.written(),
+                    output_dropped: writer.dropped(),
+                    output_queued: writer.queued(),
+                    flow_capacity: opts.capacities.0,
+                    auth_flow_capacity: opts.capacities.1,
+                    ring_bytes: opts.capacities.2,
+                    interfaces: tracker.interfaces.len() - lost.len(),
+                    ..metrics::Snapshot::default()
+                };
+                pipeline.metrics(&mut m);
+                *snapshot.lock().unwrap_or_else(|p| p.into_inner()) = m;
             }
             guard = ring.readable_mut() => {
                 let mut guard = guard?;

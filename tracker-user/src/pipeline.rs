@@ -211,6 +211,21 @@ impl Pipeline {
     }
 
     /// The daemon-side counters, for `tracker_stats` and the replay summary.
+    /// The daemon's part of a metrics snapshot (the kernel's and the output's are added by
+    /// the caller).
+    pub fn metrics(&self, m: &mut crate::metrics::Snapshot) {
+        m.records = self.stats.records;
+        m.malformed_records = self.stats.malformed_records;
+        m.messages = self.stats.messages;
+        m.undecodable_tokens = self.decoder.undecodable;
+        m.reassembly.clone_from(self.reasm.stats());
+        m.correlation.clone_from(&self.corr.stats);
+        m.connections = self.corr.connections();
+        m.open_challenges = self.corr.open_challenges();
+        m.streams = self.reasm.streams();
+        m.buffered_bytes = self.reasm.buffered_bytes();
+    }
+
     pub fn stats_json(&self) -> serde_json::Value {
         serde_json::json!({
             "records": self.stats.records,

@@ -8,7 +8,8 @@ use anyhow::{Context as _, bail};
 use crate::run;
 
 /// Debian packages: LLVM for bpf-linker, the lab's real peers, capture tools, and MIT
-/// Kerberos (the lab's own KDC; libkrb5-dev to build the Python `gssapi` / `krb5` modules).
+/// Kerberos (the lab's own KDC; libkrb5-dev to build the Python `gssapi` / `krb5` modules),
+/// and Prometheus (a real server scraping the daemon's metrics; `promtool`).
 const APT_PACKAGES: &[&str] = &[
     "llvm-22-dev",
     "libpolly-22-dev",
@@ -25,10 +26,17 @@ const APT_PACKAGES: &[&str] = &[
     "krb5-admin-server",
     "krb5-user",
     "libkrb5-dev",
+    "prometheus",
 ];
 /// Services Debian starts when it installs the packages above. The lab runs its own
 /// instances in its namespaces with its own files and never needs these.
-const DEBIAN_SERVICES: &[&str] = &["nginx", "haproxy", "krb5-kdc", "krb5-admin-server"];
+const DEBIAN_SERVICES: &[&str] = &[
+    "nginx",
+    "haproxy",
+    "krb5-kdc",
+    "krb5-admin-server",
+    "prometheus",
+];
 /// Python packages of the lab and the fixture generators: (modules that must import, pip
 /// requirements installed together when one does not). `gssapi` and `krb5` build from
 /// source against libkrb5-dev (about 1.5 minutes).

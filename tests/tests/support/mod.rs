@@ -4,6 +4,7 @@
 #[allow(unused_imports)] // not every suite crafts frames
 pub use nta_lab::frames;
 pub mod differential;
+pub mod prometheus;
 pub mod tracker;
 pub mod verdicts;
 

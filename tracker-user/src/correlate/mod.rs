@@ -479,6 +479,11 @@ impl Correlator {
                 } else {
                     self.stats.handshakes_failed += 1;
                 }
+                if let Some(c) = &v.challenge_leg {
+                    self.stats
+                        .handshake_seconds
+                        .observe(now.saturating_sub(c.at_ns));
+                }
             }
             if matches!(req.kind, ReqKind::Type3) {
                 self.clients.ntlm(&v.client, v.fallback.as_ref());
@@ -487,6 +492,11 @@ impl Correlator {
         }
         if matches!(req.kind, ReqKind::Kerberos) {
             self.clients.kerberos(&req.identity);
+            if outcome == Outcome::Success {
+                self.stats.kerberos_ok += 1;
+            } else {
+                self.stats.kerberos_failed += 1;
+            }
             if self.cfg.handshakes {
                 let leg = self.conns.get(id).map(|c| c.leg(req.at_ns));
                 out.push(kerberos::handshake(

@@ -18,7 +18,13 @@ pub struct Stats {
     pub authenticates: u64,
     pub handshakes_ok: u64,
     pub handshakes_failed: u64,
+    /// From the Type-2 to the answer of its Type-3, for NTLM handshakes on one connection.
+    pub handshake_seconds: Durations,
     pub kerberos: u64,
+    /// Kerberos requests answered other than 401/407, and answered 401/407 or without a
+    /// status.
+    pub kerberos_ok: u64,
+    pub kerberos_failed: u64,
     /// Violations emitted, by class.
     pub alerts: BTreeMap<Class, u64>,
     /// A new Type-1 on a connection whose Type-2 was never answered (a restart, not reported).
@@ -36,6 +42,52 @@ pub struct Stats {
     /// Frontend tokens and closing marks dropped, oldest first, by the table bound: a
     /// backend request whose token was among them names no frontend client.
     pub evicted_frontend_entries: u64,
+}
+
+/// Upper bounds (seconds) of [`Durations`]' buckets: a handshake on one connection takes
+/// milliseconds; seconds mean a slow server or client, tens of seconds a stuck one.
+pub const DURATION_BUCKETS: [f64; 11] = [
+    0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0, 30.0,
+];
+
+/// A histogram with fixed buckets ([`DURATION_BUCKETS`]): counts per bucket (not cumulative;
+/// the last one is above every bound), and the sum.
+#[derive(Clone, Debug, Default, serde::Serialize)]
+pub struct Durations {
+    pub counts: [u64; DURATION_BUCKETS.len() + 1],
+    pub sum_ns: u64,
+}
+
+impl Durations {
+    pub fn observe(&mut self, ns: u64) {
+        let secs = ns as f64 / 1e9;
+        let i = DURATION_BUCKETS
+            .iter()
+            .position(|b| secs <= *b)
+            .unwrap_or(DURATION_BUCKETS.len());
+        self.counts[i] += 1;
+        self.sum_ns = self.sum_ns.saturating_add(ns);
+    }
+
+    pub fn count(&self) -> u64 {
+        self.counts.iter().sum()
+    }
+
+    /// `(upper bound, observations at or below it)` per bucket, `+Inf` last: the cumulative
+    /// form Prometheus expects.
+    pub fn cumulative(&self) -> Vec<(f64, u64)> {
+        let mut total = 0;
+        let mut out: Vec<(f64, u64)> = DURATION_BUCKETS
+            .iter()
+            .zip(&self.counts)
+            .map(|(b, n)| {
+                total += n;
+                (*b, total)
+            })
+            .collect();
+        out.push((f64::INFINITY, self.count()));
+        out
+    }
 }
 
 impl Stats {
@@ -155,6 +207,26 @@ pub fn terminal_label(s: &str, max: usize) -> String {
         }
     }
     out
+}
+
+#[cfg(test)]
+mod duration_tests {
+    use super::*;
+
+    #[test]
+    fn durations_fall_in_their_buckets_and_accumulate() {
+        let mut d = Durations::default();
+        for ns in [500_000, 1_000_000, 3_000_000, 2_000_000_000, 60_000_000_000] {
+            d.observe(ns);
+        }
+        let c = d.cumulative();
+        assert_eq!(c[0], (0.001, 2), "0.5 ms and exactly 1 ms");
+        assert_eq!(c[1], (0.005, 3));
+        assert_eq!(c[9], (5.0, 4));
+        assert_eq!(c[10], (30.0, 4));
+        assert_eq!(c[11], (f64::INFINITY, 5));
+        assert_eq!(d.sum_ns, 62_004_500_000);
+    }
 }
 
 #[cfg(test)]
