@@ -186,6 +186,83 @@ impl Drop for Pair {
     }
 }
 
+/// The control socket: mode 0660, owned by root and `--control-group`; a member of the group
+/// reads the hello, anyone else is refused by the kernel; `top` says what is wrong when
+/// there is no daemon or no terminal; the file is gone when the daemon stops.
+#[test]
+fn the_control_socket_admits_root_and_its_group_only() {
+    if !support::privileged("the_control_socket_admits_root_and_its_group_only") {
+        return;
+    }
+    use std::os::unix::fs::{MetadataExt as _, PermissionsExt as _};
+    let pair = Pair::new("o");
+    let dir = std::env::temp_dir().join(format!("nta-control-{}", std::process::id()));
+    let path = dir.join("control.sock");
+    let p = path.to_str().unwrap();
+    // nogroup is gid 65534 on Debian.
+    let mut d = daemon(
+        &pair,
+        &[
+            "--backend",
+            "198.18.200.0/30:80",
+            "--control",
+            p,
+            "--control-group",
+            "nogroup",
+        ],
+    );
+    let meta = std::fs::metadata(&path).unwrap();
+    assert_eq!(meta.permissions().mode() & 0o777, 0o660);
+    assert_eq!((meta.uid(), meta.gid()), (0, 65534));
+    let hello_as = |gid: &str| {
+        Command::new("setpriv")
+            .args(["--reuid=65534", &format!("--regid={gid}"), "--clear-groups"])
+            .args([
+                // The system's Python: root's PATH may lead to a per-user one nobody can run.
+                "/usr/bin/python3",
+                "-c",
+                "import socket,sys\ns=socket.socket(socket.AF_UNIX)\ns.connect(sys.argv[1])\nprint(s.makefile().readline(), end='')",
+                p,
+            ])
+            .output()
+            .unwrap()
+    };
+    let member = hello_as("65534");
+    assert!(member.status.success(), "{member:?}");
+    let hello: Value = serde_json::from_slice(&member.stdout).unwrap();
+    assert_eq!(hello["event"]["action"], "control_hello");
+    assert_eq!(hello["ntlm_affinity"]["pid"], d.pid());
+    let outsider = hello_as("1");
+    assert!(!outsider.status.success());
+    assert!(
+        String::from_utf8_lossy(&outsider.stderr).contains("PermissionError"),
+        "{outsider:?}"
+    );
+    // `top` without a terminal, and without a daemon: each says so, exit 1.
+    let top = |at: &str| {
+        let out = Command::new(tracker_bin())
+            .args(["top", "--control", at])
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr).to_string(),
+        )
+    };
+    let (code, err) = top(p);
+    assert_eq!(code, Some(1));
+    assert!(err.contains("needs a terminal"), "{err}");
+    let (code, err) = top("/nonexistent/control.sock");
+    assert_eq!(code, Some(1));
+    assert!(
+        err.contains("no ntlm-affinity daemon at /nonexistent/control.sock"),
+        "{err}"
+    );
+    assert!(d.interrupt().success());
+    assert!(!path.exists(), "the socket file outlived the daemon");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 /// The daemon in the client namespace, attached to the veth, raw message records included.
 fn daemon(pair: &Pair, extra: &[&str]) -> Tracker {
     let mut cmd = pair.exec(&pair.client_ns);

@@ -26,6 +26,7 @@ use nta_lab::{
 };
 use serde_json::Value;
 use support::prometheus::{METRICS_ADDR, Prometheus, assert_promtool_clean, scrape};
+use support::tmux::Tmux;
 use support::tracker::Tracker;
 use support::verdicts::{
     Key, actions, alert_key, alerts, assert_exact, clients, count, drain_capture, endpoint,
@@ -406,7 +407,16 @@ fn scenario_2_haproxy_server_close_server_split() {
         return;
     };
     let caps = Captures::start(&lab, "s2");
-    let tracker = start_tracker(&lab, &["--metrics", METRICS_ADDR]);
+    let control = lab.state_dir().join("control.sock");
+    let tracker = start_tracker(
+        &lab,
+        &[
+            "--metrics",
+            METRICS_ADDR,
+            "--control",
+            control.to_str().unwrap(),
+        ],
+    );
     for i in 0..4 {
         let run = lab
             .curl_ntlm(80, client_addr(i), "LAB\\bob", LAB_PASSWORD, 1)
@@ -440,6 +450,7 @@ fn scenario_2_haproxy_server_close_server_split() {
     );
     assert_promtool_clean(&scrape(&lab));
     drop(prom);
+    live_view_shows(&control, splits(&truth));
     let events = tracker.stop();
     let (be, merged) = caps.stop(&lab, "s2");
     assert!(truth.iter().all(|r| r.outcome != "success"));
@@ -452,6 +463,51 @@ fn scenario_2_haproxy_server_close_server_split() {
 
     assert_tshark_agrees("scenario 2", &lab, &events, &be);
     lab.shutdown().unwrap();
+}
+
+/// `ntlm-affinity top` on the running daemon, in a real terminal (tmux): the violations
+/// table has the ground truth's count, the newest violation drills down to its evidence and
+/// both legs, 80×24 keeps it usable, and `q` restores the terminal.
+fn live_view_shows(control: &Path, server_splits: usize) {
+    let top = Tmux::start(
+        &format!(
+            "{} top --control {}",
+            support::tracker::tracker_bin().display(),
+            control.display()
+        ),
+        140,
+        40,
+    );
+    let n = server_splits.to_string();
+    let row = |s: &str| {
+        s.lines().any(|l| {
+            l.contains("server_split")
+                && l.contains("balancer_reroute")
+                && l.split_whitespace().any(|w| w == n)
+        })
+    };
+    let latest = format!("latest violations ({n}");
+    let screen = top.wait("the ground truth's server_split count", |s| {
+        row(s) && s.contains(&latest) && s.contains("backends")
+    });
+    eprintln!("top at 140x40:\n{screen}");
+    top.keys(&["Enter"]);
+    let screen = top.wait("the drill-down", |s| {
+        s.contains("evidence:") && s.contains("authenticate leg")
+    });
+    eprintln!("top, one violation opened:\n{screen}");
+    top.keys(&["Escape"]);
+    top.resize(80, 24);
+    let screen = top.wait("the 80x24 layout", |s| {
+        row(s) && s.contains("ntlm-affinity") && s.contains("latest violations")
+    });
+    eprintln!("top at 80x24:\n{screen}");
+    top.keys(&["q"]);
+    let s = top.wait("top's exit", |s| s.contains("EXITED 0"));
+    assert!(
+        !s.contains("latest violations"),
+        "the terminal was not restored:\n{s}"
+    );
 }
 
 /// 3. A client that opens a new connection for every leg: without persistence

@@ -4,6 +4,7 @@
 //! `pipeline` (`reassembly` → `http` → `decode` → `correlate`) → `event` (NDJSON).
 
 pub mod check;
+pub mod control;
 pub mod correlate;
 pub mod decode;
 pub mod endpoint;
@@ -21,3 +22,4 @@ pub mod record;
 pub mod replay;
 #[cfg(test)]
 pub(crate) mod testsupport;
+pub mod top;

@@ -15,7 +15,7 @@ use tokio::{
     signal::unix::{SignalKind, signal},
 };
 use tracker_user::{
-    check, correlate,
+    check, control, correlate,
     endpoint::Backend,
     event, http,
     loader::{AuthFlows, Ingress, IngressMode, Tracker, TrackerConfig},
@@ -37,7 +37,10 @@ Examples:
   ntlm-affinity check --iface eth1
 
   # Replay a capture (no privileges), same verdicts as the live daemon:
-  ntlm-affinity replay capture.pcapng --backend 10.0.2.0/24:80 --frontend-port 80";
+  ntlm-affinity replay capture.pcapng --backend 10.0.2.0/24:80 --frontend-port 80
+
+  # The live view of the running daemon:
+  ntlm-affinity top";
 
 /// Follows NTLM/Negotiate handshakes between a load balancer and its backends, in the kernel.
 #[derive(Parser)]
@@ -60,6 +63,14 @@ enum Command {
         /// Interfaces to check for existence and for an XDP program already attached.
         #[arg(long = "iface", value_name = "IF")]
         ifaces: Vec<String>,
+    },
+    /// The live view of a running daemon in the terminal (read-only, through its control
+    /// socket): violations by class and cause, backends, the latest violations with their
+    /// evidence, clients by scheme.
+    Top {
+        /// The daemon's control socket (`run --control`).
+        #[arg(long, value_name = "PATH", default_value = control::DEFAULT_PATH)]
+        control: std::path::PathBuf,
     },
 }
 
@@ -115,6 +126,17 @@ struct RunArgs {
     /// Off by default.
     #[arg(long, value_name = "ADDR:PORT", value_parser = metrics::parse_listen)]
     metrics: Option<std::net::SocketAddr>,
+    /// The control socket `ntlm-affinity top` attaches to (read-only clients; mode 0660).
+    /// Default /run/ntlm-affinity/control.sock; when that one is busy, `run` goes on
+    /// without it and says so.
+    #[arg(long, value_name = "PATH", conflicts_with = "no_control")]
+    control: Option<std::path::PathBuf>,
+    /// The group that may connect to the control socket (owner root, mode 0660).
+    #[arg(long, value_name = "GROUP", conflicts_with = "no_control")]
+    control_group: Option<String>,
+    /// No control socket.
+    #[arg(long)]
+    no_control: bool,
     #[command(flatten)]
     out: OutputArgs,
 }
@@ -232,6 +254,13 @@ fn main() {
             }
         },
         Command::Replay(args) => replay_cmd(&args),
+        Command::Top { control } => match tracker_user::top::run(&control) {
+            Ok(()) => 0,
+            Err(e) => {
+                eprintln!("ntlm-affinity: {e:#}");
+                1
+            }
+        },
     };
     std::process::exit(code);
 }
@@ -319,6 +348,13 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
             tracker.stale_filters_removed
         );
     }
+    // After loading (whose error is the one that says what privileges are missing), before
+    // the capabilities go (a group owner needs CAP_CHOWN).
+    let control_socket = if args.no_control {
+        None
+    } else {
+        bind_control(args.control.as_deref(), args.control_group.as_deref())?
+    };
     let kept = privilege::drop_after_attach(!tracker.links_only())
         .context("dropping capabilities after attaching")?;
     eprintln!(
@@ -350,10 +386,12 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
     pcfg.correlate.kernel_identity =
         !args.no_kernel_identity_check && args.out.client_port_header.is_none();
     let pipeline = Pipeline::new(pcfg);
+    let hello = hello_line(&tracker, &cfg);
     let opts = LoopOptions {
         stats_interval: args.stats_interval,
         output_queue: args.output_queue.max(1),
         metrics: metrics_listener,
+        control: control_socket.map(|s| (s, hello)),
         capacities: (cfg.flow_capacity, cfg.auth_flow_capacity, cfg.ring_bytes),
     };
     let result = rt.block_on(event_loop(&mut tracker, pipeline, opts));
@@ -379,11 +417,58 @@ fn bind_metrics(addr: std::net::SocketAddr) -> anyhow::Result<std::net::TcpListe
     Ok(l)
 }
 
+/// The control socket of `run` (`--control`, `--no-control`): an explicit path or group
+/// must work; the default one may be another daemon's, and then `run` goes on without.
+fn bind_control(
+    path: Option<&std::path::Path>,
+    group: Option<&str>,
+) -> anyhow::Result<Option<control::Socket>> {
+    let explicit = path.is_some() || group.is_some();
+    let path = path.unwrap_or(std::path::Path::new(control::DEFAULT_PATH));
+    match control::bind(path, group) {
+        Ok(s) => Ok(Some(s)),
+        Err(e) if !explicit => {
+            eprintln!(
+                "ntlm-affinity: running without a control socket ({e:#}); `ntlm-affinity top` cannot attach to this daemon"
+            );
+            Ok(None)
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// The first line a control client reads: who this daemon is and what it watches.
+fn hello_line(tracker: &Tracker, cfg: &TrackerConfig) -> Vec<u8> {
+    let v = serde_json::json!({
+        "event": { "kind": "event", "action": "control_hello", "dataset": "ntlm_affinity.control" },
+        "ntlm_affinity": {
+            "version": env!("CARGO_PKG_VERSION"),
+            "pid": std::process::id(),
+            "started_ns": event::monotonic_ns(),
+            "interfaces": interfaces_json(tracker),
+            "backends": cfg.backends.iter().map(|b| b.to_string()).collect::<Vec<_>>(),
+            "frontend_ports": cfg.frontend_ports,
+        }
+    });
+    ndjson_line(&v)
+}
+
+fn interfaces_json(tracker: &Tracker) -> Vec<serde_json::Value> {
+    tracker
+        .interfaces
+        .iter()
+        .zip(&tracker.ingress)
+        .map(|((name, _), how)| serde_json::json!({ "name": name, "ingress": how.as_str() }))
+        .collect()
+}
+
 /// How the event loop runs, from `run`'s arguments.
 struct LoopOptions {
     stats_interval: u64,
     output_queue: usize,
     metrics: Option<std::net::TcpListener>,
+    /// The control socket and its hello line.
+    control: Option<(control::Socket, Vec<u8>)>,
     /// Flow table, authenticated-connection table, ring buffer bytes: for the metrics.
     capacities: (u32, u32, u32),
 }
@@ -424,8 +509,21 @@ async fn event_loop(
     let mut expiry = tokio::time::interval(Duration::from_secs(1));
     // Events go to a writer thread through a bounded queue: a stalled stdout costs dropped
     // (and counted) events, never a stalled reader and records lost in the kernel.
-    let mut writer = output::Writer::spawn(ctx.clone(), std::io::stdout(), output_queue)
-        .context("starting the output thread")?;
+    let hub = opts
+        .control
+        .as_ref()
+        .map(|_| Arc::new(control::Hub::default()));
+    if let (Some((socket, hello)), Some(hub)) = (opts.control, &hub) {
+        let hub = Arc::clone(hub);
+        tokio::spawn(async move {
+            if let Err(e) = control::serve(socket, hub, hello).await {
+                eprintln!("ntlm-affinity: the control socket stopped: {e:#}");
+            }
+        });
+    }
+    let mut writer =
+        output::Writer::spawn(ctx.clone(), std::io::stdout(), output_queue, hub.clone())
+            .context("starting the output thread")?;
     let mut outputs = Vec::new();
     // Interfaces deleted (or moved) while running, by name: their links died with them.
     let mut lost: Vec<String> = Vec::new();
@@ -462,6 +560,10 @@ async fn event_loop(
                 }
                 if lost.len() == tracker.interfaces.len() {
                     break;
+                }
+                if let Some(h) = hub.as_deref().filter(|h| h.clients() > 0) {
+                    let line = live_line(&ctx, tracker, &pipeline, &auth, &writer, h, &lost)?;
+                    h.broadcast(&line);
                 }
                 if !metrics_on {
                     continue;
@@ -644,30 +746,70 @@ fn stats_line(
     auth: &AuthFlows,
     writer: &output::Writer,
 ) -> anyhow::Result<Vec<u8>> {
+    let v = stats_record(ctx, tracker, pipeline, auth, writer, "tracker_stats")?;
+    Ok(ndjson_line(&v))
+}
+
+/// The `live` record control clients get every second: the `tracker_stats` numbers, the
+/// interfaces still there, the clients by scheme, and the control socket's own counts.
+fn live_line(
+    ctx: &event::Context,
+    tracker: &Tracker,
+    pipeline: &Pipeline,
+    auth: &AuthFlows,
+    writer: &output::Writer,
+    hub: &control::Hub,
+    lost: &[String],
+) -> anyhow::Result<Vec<u8>> {
+    let mut v = stats_record(ctx, tracker, pipeline, auth, writer, "live")?;
+    let clients: Vec<serde_json::Value> = pipeline
+        .correlator()
+        .clients
+        .ranked()
+        .into_iter()
+        .take(LIVE_CLIENTS)
+        .map(|(client, c)| serde_json::json!({ "client": client, "schemes": c }))
+        .collect();
+    let na = &mut v["ntlm_affinity"];
+    na["clients"] = clients.into();
+    na["lost_interfaces"] = lost.into();
+    na["control"] = serde_json::json!({
+        "clients": hub.clients(),
+        "dropped": hub.dropped.load(std::sync::atomic::Ordering::Relaxed),
+        "served": hub.served.load(std::sync::atomic::Ordering::Relaxed),
+    });
+    Ok(ndjson_line(&v))
+}
+
+/// Clients by scheme in each `live` record, those with the most NTLM first.
+const LIVE_CLIENTS: usize = 50;
+
+fn stats_record(
+    ctx: &event::Context,
+    tracker: &Tracker,
+    pipeline: &Pipeline,
+    auth: &AuthFlows,
+    writer: &output::Writer,
+    action: &str,
+) -> anyhow::Result<serde_json::Value> {
     let mut kernel = serde_json::Map::new();
     for (name, v) in tracker.stats()? {
         kernel.insert(name.to_string(), v.into());
     }
     kernel.insert("auth_flow_write_failures".into(), auth.failures.into());
-    let v = serde_json::json!({
+    Ok(serde_json::json!({
         "@timestamp": ctx.timestamp(u64::try_from(event::monotonic_ns()).unwrap_or(0)),
-        "event": { "kind": "metric", "action": "tracker_stats", "dataset": "ntlm_affinity.stats" },
+        "event": { "kind": "metric", "action": action, "dataset": "ntlm_affinity.stats" },
         "observer": { "hostname": ctx.observer },
         "ntlm_affinity": {
             "kernel": kernel,
             "daemon": pipeline.stats_json(),
-            "interfaces": tracker
-                .interfaces
-                .iter()
-                .zip(&tracker.ingress)
-                .map(|((name, _), how)| serde_json::json!({ "name": name, "ingress": how.as_str() }))
-                .collect::<Vec<_>>(),
+            "interfaces": interfaces_json(tracker),
             "output": {
                 "written": writer.written(),
                 "dropped": writer.dropped(),
                 "queued": writer.queued(),
             },
         }
-    });
-    Ok(ndjson_line(&v))
+    }))
 }

@@ -15,7 +15,7 @@ use std::{
     thread::JoinHandle,
 };
 
-use crate::{event::Context, pipeline::Output};
+use crate::{control::Hub, event::Context, pipeline::Output};
 
 /// Events queued at most (about 100 MiB at the size of the largest alerts).
 pub const DEFAULT_QUEUE: usize = 65_536;
@@ -54,18 +54,20 @@ struct Shared {
 
 impl Writer {
     /// Starts the writer thread on `sink`, formatting with `ctx`, `capacity` events queued
-    /// at most.
+    /// at most. With a control `hub`, alerts and formatted lines also go to its clients
+    /// (formatted once, here).
     pub fn spawn(
         ctx: Context,
         sink: impl Write + Send + 'static,
         capacity: usize,
+        hub: Option<Arc<Hub>>,
     ) -> std::io::Result<Self> {
         let (tx, rx) = mpsc::channel::<Item>();
         let shared = Arc::new(Shared::default());
         let s = Arc::clone(&shared);
         let thread = std::thread::Builder::new()
             .name("nta-output".into())
-            .spawn(move || write_loop(&ctx, sink, &rx, &s))?;
+            .spawn(move || write_loop(&ctx, sink, &rx, &s, hub.as_deref()))?;
         Ok(Self {
             tx: Some(tx),
             thread: Some(thread),
@@ -139,7 +141,13 @@ impl Drop for Writer {
     }
 }
 
-fn write_loop(ctx: &Context, sink: impl Write, rx: &mpsc::Receiver<Item>, s: &Shared) {
+fn write_loop(
+    ctx: &Context,
+    sink: impl Write,
+    rx: &mpsc::Receiver<Item>,
+    s: &Shared,
+    hub: Option<&Hub>,
+) {
     let mut out = std::io::BufWriter::with_capacity(1 << 16, sink);
     let mut line = Vec::with_capacity(4096);
     while let Ok(mut item) = rx.recv() {
@@ -149,9 +157,19 @@ fn write_loop(ctx: &Context, sink: impl Write, rx: &mpsc::Receiver<Item>, s: &Sh
                 Item::Outputs(v) => v.iter().all(|o| {
                     line.clear();
                     ctx.write(o, &mut line);
+                    if let (Some(h), Output::Verdict(v)) = (hub, o)
+                        && v.class.is_violation()
+                    {
+                        h.alert(&line);
+                    }
                     out.write_all(&line).is_ok()
                 }),
-                Item::Line(l) => out.write_all(l).is_ok(),
+                Item::Line(l) => {
+                    if let Some(h) = hub {
+                        h.broadcast(l);
+                    }
+                    out.write_all(l).is_ok()
+                }
             };
             s.queued.fetch_sub(n, Ordering::AcqRel);
             if !ok {
@@ -210,7 +228,7 @@ mod tests {
             started: false,
             bytes: Arc::clone(&bytes),
         };
-        let mut w = Writer::spawn(Context::replay(HashMap::new()), sink, 100).unwrap();
+        let mut w = Writer::spawn(Context::replay(HashMap::new()), sink, 100, None).unwrap();
         let t = std::time::Instant::now();
         for i in 0..10_000 {
             w.send_line(format!("{{\"n\":{i}}}\n").into_bytes());
@@ -240,7 +258,7 @@ mod tests {
 
     #[test]
     fn a_closed_sink_is_reported_not_a_panic() {
-        let mut w = Writer::spawn(Context::replay(HashMap::new()), Closed, 100).unwrap();
+        let mut w = Writer::spawn(Context::replay(HashMap::new()), Closed, 100, None).unwrap();
         w.send_line(vec![b'x'; 100_000]);
         let t = std::time::Instant::now();
         while !w.closed() && t.elapsed() < std::time::Duration::from_secs(5) {

@@ -9,7 +9,8 @@ use crate::run;
 
 /// Debian packages: LLVM for bpf-linker, the lab's real peers, capture tools, and MIT
 /// Kerberos (the lab's own KDC; libkrb5-dev to build the Python `gssapi` / `krb5` modules),
-/// and Prometheus (a real server scraping the daemon's metrics; `promtool`).
+/// Prometheus (a real server scraping the daemon's metrics; `promtool`), and tmux (a real
+/// terminal for `top`).
 const APT_PACKAGES: &[&str] = &[
     "llvm-22-dev",
     "libpolly-22-dev",
@@ -27,6 +28,7 @@ const APT_PACKAGES: &[&str] = &[
     "krb5-user",
     "libkrb5-dev",
     "prometheus",
+    "tmux",
 ];
 /// Services Debian starts when it installs the packages above. The lab runs its own
 /// instances in its namespaces with its own files and never needs these.

@@ -5,6 +5,7 @@
 pub use nta_lab::frames;
 pub mod differential;
 pub mod prometheus;
+pub mod tmux;
 pub mod tracker;
 pub mod verdicts;
 

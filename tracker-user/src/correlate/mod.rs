@@ -31,7 +31,7 @@ use tracker_common::RecordHeader;
 
 pub use conn::flow_addrs;
 pub use reuse::AuthUpdate;
-pub use stats::{ClientSchemes, SchemeCounts, Stats};
+pub use stats::{ClientSchemes, SchemeCounts, Stats, terminal_label};
 pub use verdict::{
     Cause, Class, ClientIdentity, Closing, Evidence, Fallback, FallbackReason, LegInfo, Mechanism,
     Outcome, RequestInfo, Verdict,
@@ -470,6 +470,18 @@ impl Correlator {
             // re-challenges every request): no reuse happened.
             self.stats.reuse_refused += 1;
         }
+        if matches!(req.kind, ReqKind::Type3 | ReqKind::Kerberos)
+            && let Some(server) = self.conns.get(id).map(|c| c.server)
+        {
+            let names = self.server_names.get(&server);
+            let name = names.and_then(|n| {
+                n.dns_computer_name
+                    .as_deref()
+                    .or(n.nb_computer_name.as_deref())
+            });
+            self.stats
+                .answered_by(server, outcome == Outcome::Success, name);
+        }
         if let Some(mut v) = req.verdict.take() {
             v.status = status;
             v.outcome = outcome;
@@ -486,7 +498,7 @@ impl Correlator {
                 }
             }
             if matches!(req.kind, ReqKind::Type3) {
-                self.clients.ntlm(&v.client, v.fallback.as_ref());
+                self.clients.ntlm(&v.client, &v);
             }
             self.emit(*v, out);
         }

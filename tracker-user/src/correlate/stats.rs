@@ -1,9 +1,9 @@
 //! What the correlator counts: its own work and losses ([`Stats`], in `tracker_stats`) and
 //! which schemes each client used, and why NTLM ([`ClientSchemes`], replay's summary).
 
-use std::collections::BTreeMap;
+use std::{collections::BTreeMap, net::SocketAddr};
 
-use super::verdict::{Class, ClientIdentity, Fallback, FallbackReason, Verdict};
+use super::verdict::{Class, ClientIdentity, FallbackReason, Verdict};
 
 #[derive(Clone, Debug, Default, serde::Serialize)]
 pub struct Stats {
@@ -27,6 +27,12 @@ pub struct Stats {
     pub kerberos_failed: u64,
     /// Violations emitted, by class.
     pub alerts: BTreeMap<Class, u64>,
+    /// Violations emitted, by class and cause (`none` for a class without causes).
+    pub alerts_by_cause: BTreeMap<Class, BTreeMap<&'static str, u64>>,
+    /// Handshakes answered per backend server, at most [`MAX_SERVERS`] (later ones under
+    /// `servers_beyond_bound`).
+    pub servers: BTreeMap<SocketAddr, ServerHealth>,
+    pub servers_beyond_bound: ServerHealth,
     /// A new Type-1 on a connection whose Type-2 was never answered (a restart, not reported).
     pub challenges_superseded: u64,
     /// Unanswered challenges on open connections when the capture or the daemon ended.
@@ -90,11 +96,49 @@ impl Durations {
     }
 }
 
+/// Servers at most in [`Stats::servers`]: a farm has tens; the bound only stops a flood of
+/// addresses from growing the table.
+pub const MAX_SERVERS: usize = 4096;
+
+/// A backend server's handshakes: NTLM ones completed on one connection and Kerberos
+/// requests, answered other than 401/407 (`ok`) or not (`failed`); the computer name its
+/// NTLM challenges gave.
+#[derive(Clone, Debug, Default, serde::Serialize)]
+pub struct ServerHealth {
+    pub ok: u64,
+    pub failed: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+}
+
 impl Stats {
     /// Counts a verdict that is emitted (the one place alerts are counted).
     pub(super) fn emitted(&mut self, v: &Verdict) {
         if v.class.is_violation() {
             *self.alerts.entry(v.class).or_default() += 1;
+            *self
+                .alerts_by_cause
+                .entry(v.class)
+                .or_default()
+                .entry(v.cause.map_or("none", |c| c.as_str()))
+                .or_default() += 1;
+        }
+    }
+
+    /// Counts a handshake answered by `server`.
+    pub(super) fn answered_by(&mut self, server: SocketAddr, ok: bool, name: Option<&str>) {
+        let h = if self.servers.contains_key(&server) || self.servers.len() < MAX_SERVERS {
+            self.servers.entry(server).or_default()
+        } else {
+            &mut self.servers_beyond_bound
+        };
+        if ok {
+            h.ok += 1;
+        } else {
+            h.failed += 1;
+        }
+        if h.name.is_none() {
+            h.name = name.map(str::to_string);
         }
     }
 
@@ -119,6 +163,9 @@ pub struct ClientSchemes {
 pub struct SchemeCounts {
     pub kerberos: u64,
     pub ntlm: u64,
+    /// Of `ntlm`: NTLMv1 (or LM) responses, and anonymous logons (no user name).
+    pub ntlmv1: u64,
+    pub anonymous: u64,
     /// NTLM handshakes by fallback reason.
     pub ntlm_reasons: BTreeMap<FallbackReason, u64>,
 }
@@ -140,17 +187,20 @@ impl ClientSchemes {
         self.entry(client).kerberos += 1;
     }
 
-    pub(super) fn ntlm(&mut self, client: &ClientIdentity, fallback: Option<&Fallback>) {
+    pub(super) fn ntlm(&mut self, client: &ClientIdentity, v: &Verdict) {
+        let fallback = v.fallback.as_ref();
         let e = self.entry(client);
         e.ntlm += 1;
+        e.ntlmv1 += u64::from(v.ntlmv2 == Some(false));
+        e.anonymous += u64::from(v.user.as_deref().is_none_or(str::is_empty));
         *e.ntlm_reasons
             .entry(fallback.map_or(FallbackReason::Unknown, |f| f.reason))
             .or_default() += 1;
     }
 
-    /// One line per client, those with the most NTLM first (who still falls back, and why),
-    /// at most `limit` lines plus one for the rest.
-    pub fn report(&self, limit: usize) -> Vec<String> {
+    /// Clients with the most NTLM first (then the most Kerberos), the ones beyond the bound
+    /// as one row.
+    pub fn ranked(&self) -> Vec<(&str, &SchemeCounts)> {
         let mut rows: Vec<(&str, &SchemeCounts)> =
             self.clients.iter().map(|(k, v)| (k.as_str(), v)).collect();
         if self.other_clients.kerberos + self.other_clients.ntlm > 0 {
@@ -161,6 +211,13 @@ impl ClientSchemes {
                 .cmp(&a.1.ntlm)
                 .then(b.1.kerberos.cmp(&a.1.kerberos))
         });
+        rows
+    }
+
+    /// One line per client, those with the most NTLM first (who still falls back, and why),
+    /// at most `limit` lines plus one for the rest.
+    pub fn report(&self, limit: usize) -> Vec<String> {
+        let rows = self.ranked();
         let mut out: Vec<String> = rows
             .iter()
             .take(limit)
@@ -233,6 +290,7 @@ mod duration_tests {
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
+    use crate::correlate::verdict::Fallback;
 
     #[test]
     fn client_labels_cannot_drive_the_terminal() {
@@ -248,8 +306,17 @@ mod tests {
         assert_eq!(terminal_label(&long, 40).chars().count(), 41);
         // Through the summary as well.
         let mut c = ClientSchemes::default();
-        c.ntlm(&client(hostile), None);
+        c.ntlm(&client(hostile), &handshake(None));
         assert!(c.report(5).iter().all(|r| !r.contains('\u{1b}')));
+    }
+
+    /// A completed NTLMv2 handshake of user `u` with this fallback.
+    fn handshake(fallback: Option<Fallback>) -> Verdict {
+        let mut v = Verdict::new(Class::Handshake, 1);
+        v.user = Some("u".into());
+        v.ntlmv2 = Some(true);
+        v.fallback = fallback;
+        v
     }
 
     fn client(xff: &str) -> ClientIdentity {
@@ -284,8 +351,12 @@ mod tests {
             krb_error_code: None,
             krb_error_name: None,
         };
-        c.ntlm(&client("198.18.0.2"), Some(&f));
-        c.ntlm(&client("198.18.0.2"), None);
+        c.ntlm(&client("198.18.0.2"), &handshake(Some(f)));
+        let mut v1 = handshake(None);
+        v1.ntlmv2 = Some(false);
+        c.ntlm(&client("198.18.0.2"), &v1);
+        let counts = &c.clients["198.18.0.2"];
+        assert_eq!((counts.ntlm, counts.ntlmv1, counts.anonymous), (2, 1, 0));
         let r = c.report(1);
         assert_eq!(r.len(), 2);
         assert!(

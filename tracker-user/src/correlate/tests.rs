@@ -981,7 +981,7 @@ fn client_summary_is_bounded() {
             forwarded_for: Some(format!("10.{}.{}.{}", i >> 16, (i >> 8) & 255, i & 255)),
             ..ClientIdentity::default()
         };
-        s.ntlm(&id, None);
+        s.ntlm(&id, &Verdict::new(Class::Handshake, 1));
     }
     assert_eq!(s.clients.len(), MAX_SUMMARY_CLIENTS);
     assert_eq!(s.other_clients.ntlm, 5);

@@ -125,6 +125,17 @@ pub enum Cause {
     Unknown,
 }
 
+impl Cause {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Cause::ClientReconnect => "client_reconnect",
+            Cause::ConnectionClosed => "connection_closed",
+            Cause::BalancerReroute => "balancer_reroute",
+            Cause::Unknown => "unknown",
+        }
+    }
+}
+
 /// The join key (or fact) that proves a verdict.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
