@@ -325,6 +325,9 @@ pub struct DemoOptions {
     pub show_truth: bool,
     /// Show every tracker event (also metrics and connection closes).
     pub verbose: bool,
+    /// Show the events in the live view (`ntlm-affinity top`) instead of as lines; the demo
+    /// ends when it is quit.
+    pub top: bool,
 }
 
 impl Default for DemoOptions {
@@ -336,6 +339,7 @@ impl Default for DemoOptions {
             pace: 1.0,
             show_truth: true,
             verbose: true,
+            top: false,
         }
     }
 }
@@ -583,6 +587,17 @@ pub fn run(opts: &DemoOptions) -> Result<()> {
             );
         }
     }
+    if opts.top {
+        if opts.tracker_bin.is_none() {
+            bail!("--top shows the tracker's live view: it needs the tracker");
+        }
+        if opts.duration.is_some() {
+            bail!("--top runs until the live view is quit (q): drop --duration");
+        }
+        if !std::io::stdout().is_terminal() {
+            bail!("--top draws the live view and needs a terminal; stdout is not one");
+        }
+    }
     let mut cfg = LabConfig::default().with_frontends(sc.frontends.clone());
     if needs_kerberos(&sc) {
         cfg = cfg.with_kerberos();
@@ -632,10 +647,11 @@ fn drive(
         let log = lab.state_dir().join("tracker.log");
         let err = std::fs::File::create(&log)?;
         let mut cmd = lab.lb_command(bin);
-        cmd.args(topo.tracker_args())
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(err);
+        cmd.args(topo.tracker_args());
+        if opts.top {
+            cmd.arg("--control").arg(control_path(lab));
+        }
+        cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(err);
         std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
         let line = sys::display_cmd(&cmd);
         let mut child = cmd
@@ -705,6 +721,7 @@ fn drive(
         style.dim("truth = what the backend itself logged")
     );
     match opts.duration {
+        _ if opts.top => println!("  q in the live view ends the demo and tears everything down\n"),
         Some(d) => println!("  running for {} s (Ctrl-C stops earlier)\n", d.as_secs()),
         None => println!("  Ctrl-C stops and tears everything down\n"),
     }
@@ -753,6 +770,13 @@ fn drive(
 
     let start = Instant::now();
     let mut counts = vec![Counts::default(); sc.drivers.len()];
+    if opts.top
+        && let Some(bin) = &opts.tracker_bin
+    {
+        live_view(bin, lab, &rx, &mut counts)?;
+        println!("{}", summary(sc, &counts, style));
+        return Ok(());
+    }
     let mut last_summary = Instant::now();
     let mut stdout = std::io::stdout();
     loop {
@@ -796,31 +820,15 @@ fn drive(
                 }
             }
             Ok(Msg::Client(i, l)) => {
-                if let (Ok(v), Some(c)) = (serde_json::from_str::<Value>(&l), counts.get_mut(i)) {
-                    let status = field(&v, "status").and_then(Value::as_u64).unwrap_or(0);
-                    match fstr(&v, "leg").as_deref() {
-                        Some("type3") if status == 200 => c.ok += 1,
-                        Some("type3") => c.failed += 1,
-                        Some("request") if status == 200 => c.served_anon += 1,
-                        Some("request") => c.refused_anon += 1,
-                        // The fake token of the `kerberos` kind is refused; a real one (the
-                        // lab's KDC) is a logon.
-                        Some("kerberos") if status == 200 => c.kerberos_logons += 1,
-                        Some("kerberos") => c.kerberos += 1,
-                        Some("error") => {
-                            c.errors += 1;
-                            let _ = writeln!(
-                                stdout,
-                                "{stamp} {}",
-                                style.yellow(&format!(
-                                    "client  {}: {}",
-                                    sc.drivers.get(i).map_or("?", |d| d.label),
-                                    fstr(&v, "error").unwrap_or_default()
-                                ))
-                            );
-                        }
-                        _ => {}
-                    }
+                if let Some(err) = count_client(&mut counts, i, &l) {
+                    let _ = writeln!(
+                        stdout,
+                        "{stamp} {}",
+                        style.yellow(&format!(
+                            "client  {}: {err}",
+                            sc.drivers.get(i).map_or("?", |d| d.label),
+                        ))
+                    );
                 }
             }
             Err(RecvTimeoutError::Timeout) => {}
@@ -833,6 +841,60 @@ fn drive(
     }
     println!("{}", summary(sc, &counts, style));
     Ok(())
+}
+
+/// Counts one line of client driver `i`; the error it reports, if it is one.
+fn count_client(counts: &mut [Counts], i: usize, line: &str) -> Option<String> {
+    let (Ok(v), Some(c)) = (serde_json::from_str::<Value>(line), counts.get_mut(i)) else {
+        return None;
+    };
+    let status = field(&v, "status").and_then(Value::as_u64).unwrap_or(0);
+    match fstr(&v, "leg").as_deref() {
+        Some("type3") if status == 200 => c.ok += 1,
+        Some("type3") => c.failed += 1,
+        Some("request") if status == 200 => c.served_anon += 1,
+        Some("request") => c.refused_anon += 1,
+        // The fake token of the `kerberos` kind is refused; a real one (the lab's KDC) is a
+        // logon.
+        Some("kerberos") if status == 200 => c.kerberos_logons += 1,
+        Some("kerberos") => c.kerberos += 1,
+        Some("error") => {
+            c.errors += 1;
+            return Some(fstr(&v, "error").unwrap_or_default());
+        }
+        _ => {}
+    }
+    None
+}
+
+/// The tracker's control socket in the demo.
+fn control_path(lab: &Lab) -> PathBuf {
+    lab.state_dir().join("control.sock")
+}
+
+/// `--top`: `ntlm-affinity top` on this terminal, attached to the demo's tracker, until it
+/// is quit; the drivers' lines are counted meanwhile.
+fn live_view(bin: &Path, lab: &Lab, rx: &Receiver<Msg>, counts: &mut [Counts]) -> Result<()> {
+    let mut top = std::process::Command::new(bin)
+        .arg("top")
+        .arg("--control")
+        .arg(control_path(lab))
+        .spawn()
+        .context("start `ntlm-affinity top`")?;
+    loop {
+        if let Some(st) = top.try_wait()? {
+            if !st.success() {
+                bail!("`ntlm-affinity top` ended with {st}");
+            }
+            return Ok(());
+        }
+        while let Ok(m) = rx.try_recv() {
+            if let Msg::Client(i, l) = m {
+                let _ = count_client(counts, i, &l);
+            }
+        }
+        thread::sleep(Duration::from_millis(200));
+    }
 }
 
 fn summary(sc: &Scenario, counts: &[Counts], style: &Style) -> String {

@@ -30,6 +30,10 @@ pub struct DemoArgs {
     /// Show every tracker record (also metrics and connection closes).
     #[arg(long)]
     pub verbose: bool,
+    /// Show the tracker's events in its terminal live view (`ntlm-affinity top`); quit it
+    /// with q to end the demo.
+    #[arg(long, conflicts_with_all = ["no_tracker", "duration"])]
+    pub top: bool,
 }
 
 /// Run the demo. `tracker_bin` is the built `ntlm-affinity` binary (None, or
@@ -53,6 +57,7 @@ pub fn demo(args: DemoArgs, tracker_bin: Option<&Path>) -> Result<()> {
         pace: args.pace,
         show_truth: !args.no_truth,
         verbose: args.verbose,
+        top: args.top,
     };
     run(&opts)
 }

@@ -229,14 +229,18 @@ impl ClientSchemes {
                     .map(|(r, n)| format!("{r} {n}"))
                     .collect::<Vec<_>>()
                     .join(", ");
-                if why.is_empty() {
-                    format!("{client:<24} kerberos {:<6} ntlm {}", c.kerberos, c.ntlm)
-                } else {
-                    format!(
-                        "{client:<24} kerberos {:<6} ntlm {} ({why})",
-                        c.kerberos, c.ntlm
-                    )
+                let mut line = format!("{client:<24} kerberos {:<6} ntlm {}", c.kerberos, c.ntlm);
+                // What is worth a look: NTLMv1 (crackable, gone from current Windows) and
+                // anonymous logons.
+                for (n, what) in [(c.ntlmv1, "ntlmv1"), (c.anonymous, "anonymous")] {
+                    if n > 0 {
+                        line.push_str(&format!(" [{what} {n}]"));
+                    }
                 }
+                if !why.is_empty() {
+                    line.push_str(&format!(" ({why})"));
+                }
+                line
             })
             .collect();
         if rows.len() > limit {
@@ -357,6 +361,11 @@ mod tests {
         c.ntlm(&client("198.18.0.2"), &v1);
         let counts = &c.clients["198.18.0.2"];
         assert_eq!((counts.ntlm, counts.ntlmv1, counts.anonymous), (2, 1, 0));
+        assert!(
+            c.report(1)[0].contains("ntlm 2 [ntlmv1 1] ("),
+            "{:?}",
+            c.report(1)
+        );
         let r = c.report(1);
         assert_eq!(r.len(), 2);
         assert!(
