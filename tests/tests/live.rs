@@ -263,6 +263,40 @@ fn the_control_socket_admits_root_and_its_group_only() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// `top` in a real terminal (tmux) on a daemon that stops and starts again: the screen says
+/// it is disconnected while the daemon is away and follows the new one when it is back.
+#[test]
+fn top_says_when_the_daemon_goes_away_and_follows_it_back() {
+    if !support::privileged("top_says_when_the_daemon_goes_away_and_follows_it_back") {
+        return;
+    }
+    let pair = Pair::new("v");
+    let dir = std::env::temp_dir().join(format!("nta-top-{}", std::process::id()));
+    let path = dir.join("control.sock");
+    let p = path.to_str().unwrap();
+    let args = ["--backend", "198.18.200.0/30:80", "--control", p];
+    let mut d = daemon(&pair, &args);
+    let top = support::tmux::Tmux::start(
+        &format!("{} top --control {p}", tracker_bin().display()),
+        100,
+        30,
+    );
+    let pid = |d: &Tracker| format!("pid {}", d.pid());
+    let first = pid(&d);
+    top.wait("the daemon's pid", |s| s.contains(&first));
+    assert!(d.interrupt().success());
+    top.wait("that the daemon is gone", |s| s.contains("DISCONNECTED"));
+    let d2 = daemon(&pair, &args);
+    let second = pid(&d2);
+    top.wait("the new daemon", |s| {
+        s.contains(&second) && !s.contains("DISCONNECTED")
+    });
+    top.keys(&["q"]);
+    top.wait("top's exit", |s| s.contains("EXITED 0"));
+    drop(d2);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 /// The daemon in the client namespace, attached to the veth, raw message records included.
 fn daemon(pair: &Pair, extra: &[&str]) -> Tracker {
     let mut cmd = pair.exec(&pair.client_ns);
