@@ -445,6 +445,11 @@ fn scenario_2_haproxy_server_close_server_split() {
     prom.wait_for(&lab, "sum(ntlm_affinity_alerts_total)", &[split]);
     prom.wait_for(
         &lab,
+        "ntlm_affinity_alerts_by_cause_total{class=\"server_split\",cause=\"balancer_reroute\"}",
+        &[split],
+    );
+    prom.wait_for(
+        &lab,
         "sum(ntlm_affinity_handshakes_total{scheme=\"ntlm\",outcome=\"success\"})",
         &[0.0],
     );

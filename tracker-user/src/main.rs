@@ -729,6 +729,22 @@ fn print_summary(file: &std::path::Path, s: &replay::Summary, p: &Pipeline) {
             eprintln!("    {line}");
         }
     }
+    let users = p.correlator().clients.ranked_users();
+    if !users.is_empty() {
+        eprintln!("  NTLM logons by user (NTLMv1 first):");
+        for (user, c) in users.iter().take(20) {
+            eprintln!(
+                "    {:<32} ntlm {:<6} ntlmv1 {:<6} anonymous {}",
+                correlate::terminal_label(user, 32),
+                c.ntlm,
+                c.ntlmv1,
+                c.anonymous
+            );
+        }
+        if users.len() > 20 {
+            eprintln!("    … and {} more users", users.len() - 20);
+        }
+    }
 }
 
 fn log_once(e: &dyn std::fmt::Display) {
@@ -770,8 +786,17 @@ fn live_line(
         .take(LIVE_CLIENTS)
         .map(|(client, c)| serde_json::json!({ "client": client, "schemes": c }))
         .collect();
+    let users: Vec<serde_json::Value> = pipeline
+        .correlator()
+        .clients
+        .ranked_users()
+        .into_iter()
+        .take(LIVE_CLIENTS)
+        .map(|(user, c)| serde_json::json!({ "user": user, "schemes": c }))
+        .collect();
     let na = &mut v["ntlm_affinity"];
     na["clients"] = clients.into();
+    na["users"] = users.into();
     na["lost_interfaces"] = lost.into();
     na["control"] = serde_json::json!({
         "clients": hub.clients(),
@@ -781,7 +806,7 @@ fn live_line(
     Ok(ndjson_line(&v))
 }
 
-/// Clients by scheme in each `live` record, those with the most NTLM first.
+/// Clients (most NTLM first) and NTLM users (most NTLMv1 first) in each `live` record.
 const LIVE_CLIENTS: usize = 50;
 
 fn stats_record(

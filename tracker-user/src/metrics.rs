@@ -167,6 +167,30 @@ fn encode_snapshot(s: &Snapshot, e: &mut DescriptorEncoder) -> fmt::Result {
         MetricType::Counter,
         &rows,
     )?;
+    let causes: Vec<[(&str, &str); 2]> = c
+        .alerts_by_cause
+        .iter()
+        .flat_map(|(k, by)| {
+            by.keys()
+                .map(|cause| [("class", k.as_str()), ("cause", *cause)])
+        })
+        .collect();
+    let counts = c
+        .alerts_by_cause
+        .values()
+        .flat_map(|by| by.values().copied());
+    let rows: Vec<(&[(&str, &str)], u64)> = causes
+        .iter()
+        .zip(counts)
+        .map(|(l, n)| (&l[..], n))
+        .collect();
+    family(
+        e,
+        "ntlm_affinity_alerts_by_cause",
+        "Violations reported, by class and cause (none: a class without causes)",
+        MetricType::Counter,
+        &rows,
+    )?;
     family(
         e,
         "ntlm_affinity_handshakes",
@@ -469,6 +493,11 @@ mod tests {
             ..Snapshot::default()
         };
         s.correlation.alerts.insert(Class::ConnectionSplit, 3);
+        s.correlation
+            .alerts_by_cause
+            .entry(Class::ConnectionSplit)
+            .or_default()
+            .insert("client_reconnect", 3);
         s.correlation.handshakes_ok = 7;
         s.correlation.handshake_seconds.observe(2_000_000);
         s
@@ -492,6 +521,7 @@ mod tests {
         for line in [
             "ntlm_affinity_alerts_total{class=\"connection_split\",action=\"alert\"} 3",
             "ntlm_affinity_alerts_total{class=\"server_split\",action=\"alert\"} 0",
+            "ntlm_affinity_alerts_by_cause_total{class=\"connection_split\",cause=\"client_reconnect\"} 3",
             "ntlm_affinity_handshakes_total{scheme=\"ntlm\",outcome=\"success\"} 7",
             "ntlm_affinity_handshake_duration_seconds_bucket{le=\"0.005\"} 1",
             "ntlm_affinity_handshake_duration_seconds_count 1",

@@ -157,6 +157,10 @@ pub struct ClientSchemes {
     pub clients: BTreeMap<String, SchemeCounts>,
     /// Clients beyond the bound, all counted under `other_clients`.
     pub other_clients: SchemeCounts,
+    /// NTLM logons by `DOMAIN\user` (`(anonymous)` without a name), bounded like the
+    /// clients. Kerberos names travel encrypted, so users are NTLM's only.
+    pub users: BTreeMap<String, SchemeCounts>,
+    pub other_users: SchemeCounts,
 }
 
 #[derive(Clone, Debug, Default, serde::Serialize)]
@@ -168,6 +172,22 @@ pub struct SchemeCounts {
     pub anonymous: u64,
     /// NTLM handshakes by fallback reason.
     pub ntlm_reasons: BTreeMap<FallbackReason, u64>,
+}
+
+impl SchemeCounts {
+    fn count_ntlm(&mut self, v: &Verdict, anonymous: bool) {
+        self.ntlm += 1;
+        self.ntlmv1 += u64::from(v.ntlmv2 == Some(false));
+        self.anonymous += u64::from(anonymous);
+        *self
+            .ntlm_reasons
+            .entry(
+                v.fallback
+                    .as_ref()
+                    .map_or(FallbackReason::Unknown, |f| f.reason),
+            )
+            .or_default() += 1;
+    }
 }
 
 impl ClientSchemes {
@@ -188,14 +208,32 @@ impl ClientSchemes {
     }
 
     pub(super) fn ntlm(&mut self, client: &ClientIdentity, v: &Verdict) {
-        let fallback = v.fallback.as_ref();
-        let e = self.entry(client);
-        e.ntlm += 1;
-        e.ntlmv1 += u64::from(v.ntlmv2 == Some(false));
-        e.anonymous += u64::from(v.user.as_deref().is_none_or(str::is_empty));
-        *e.ntlm_reasons
-            .entry(fallback.map_or(FallbackReason::Unknown, |f| f.reason))
-            .or_default() += 1;
+        let anonymous = v.user.as_deref().is_none_or(str::is_empty);
+        let user = if anonymous {
+            "(anonymous)".to_string()
+        } else {
+            format!(
+                "{}\\{}",
+                v.domain.as_deref().unwrap_or(""),
+                v.user.as_deref().unwrap_or("")
+            )
+        };
+        let bounded = self.users.contains_key(&user) || self.users.len() < MAX_SUMMARY_CLIENTS;
+        let by_user = if bounded {
+            self.users.entry(user).or_default()
+        } else {
+            &mut self.other_users
+        };
+        by_user.count_ntlm(v, anonymous);
+        self.entry(client).count_ntlm(v, anonymous);
+    }
+
+    /// Users with the most NTLMv1 first, then the most NTLM.
+    pub fn ranked_users(&self) -> Vec<(&str, &SchemeCounts)> {
+        let mut rows: Vec<(&str, &SchemeCounts)> =
+            self.users.iter().map(|(k, v)| (k.as_str(), v)).collect();
+        rows.sort_by(|a, b| b.1.ntlmv1.cmp(&a.1.ntlmv1).then(b.1.ntlm.cmp(&a.1.ntlm)));
+        rows
     }
 
     /// Clients with the most NTLM first (then the most Kerberos), the ones beyond the bound

@@ -211,6 +211,7 @@ mod tests {
                             "servers": { "198.18.1.10:80": { "ok": ok, "failed": 2, "name": "web1" } },
                         }},
                         "clients": [{ "client": "198.18.0.10", "schemes": { "kerberos": 1, "ntlm": 4, "ntlmv1": 0, "anonymous": 0, "ntlm_reasons": { "ntlm_direct": 4 } } }],
+                        "users": [{ "user": "LAB\\carol", "schemes": { "kerberos": 0, "ntlm": 2, "ntlmv1": 2, "anonymous": 0, "ntlm_reasons": { "unknown": 2 } } }],
                     }
                 })
                 .to_string(),
@@ -259,9 +260,30 @@ mod tests {
             assert!(key(&mut ui, &s, KeyCode::Esc, KeyModifiers::NONE));
             assert!(key(&mut ui, &s, KeyCode::Char('2'), KeyModifiers::NONE));
             t.draw(|f| view::draw(f, &s, &ui)).unwrap();
-            assert!(screen(&t).contains("ntlm_direct 4"));
+            let text = screen(&t);
+            assert!(text.contains("ntlm_direct 4"), "{text}");
+            assert!(text.contains("LAB\\carol"), "{text}");
             assert!(!key(&mut ui, &s, KeyCode::Char('c'), KeyModifiers::CONTROL));
         }
+    }
+
+    #[test]
+    fn a_tiny_terminal_is_drawn_without_a_panic() {
+        let s = state();
+        for (w, h) in [(40, 10), (20, 5), (1, 1)] {
+            let mut t = Terminal::new(TestBackend::new(w, h)).unwrap();
+            let mut ui = Ui {
+                details: true,
+                help: true,
+                ..Ui::default()
+            };
+            t.draw(|f| view::draw(f, &s, &ui)).unwrap();
+            ui.tab = Tab::Inventory;
+            t.draw(|f| view::draw(f, &s, &ui)).unwrap();
+        }
+        let mut t = Terminal::new(TestBackend::new(40, 10)).unwrap();
+        t.draw(|f| view::draw(f, &s, &Ui::default())).unwrap();
+        assert!(screen(&t).contains("ntlm-affinity"));
     }
 
     #[test]

@@ -136,9 +136,18 @@ impl State {
 
     /// The clients by scheme the daemon sent (most NTLM first).
     pub fn clients(&self) -> Vec<&Value> {
+        self.rows("clients")
+    }
+
+    /// The NTLM users the daemon sent (most NTLMv1 first).
+    pub fn users(&self) -> Vec<&Value> {
+        self.rows("users")
+    }
+
+    fn rows(&self, what: &str) -> Vec<&Value> {
         self.live
             .as_ref()
-            .and_then(|v| v["ntlm_affinity"]["clients"].as_array())
+            .and_then(|v| v["ntlm_affinity"][what].as_array())
             .map(|a| a.iter().collect())
             .unwrap_or_default()
     }

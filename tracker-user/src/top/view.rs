@@ -312,13 +312,35 @@ fn latest_list(f: &mut Frame, s: &State, ui: &Ui, area: Rect) {
 }
 
 fn inventory(f: &mut Frame, s: &State, ui: &Ui, area: Rect) {
-    let filter = ui.filter.to_lowercase();
-    let rows: Vec<Row> = s
-        .clients()
-        .into_iter()
+    let [clients, users] =
+        Layout::vertical([Constraint::Percentage(55), Constraint::Percentage(45)]).areas(area);
+    scheme_table(
+        f,
+        &s.clients(),
+        "client",
+        &ui.filter,
+        "inventory: clients by scheme (most NTLM first)",
+        clients,
+    );
+    scheme_table(
+        f,
+        &s.users(),
+        "user",
+        &ui.filter,
+        "NTLM users (most NTLMv1 first; Kerberos names travel encrypted)",
+        users,
+    );
+}
+
+/// Rows of `{KEY, schemes}` from the live record: who, Kerberos, NTLM, NTLMv1, anonymous,
+/// and why not Kerberos.
+fn scheme_table(f: &mut Frame, rows: &[&Value], key: &str, filter: &str, title: &str, area: Rect) {
+    let filter = filter.to_lowercase();
+    let rows: Vec<Row> = rows
+        .iter()
         .filter(|c| {
             filter.is_empty()
-                || c["client"]
+                || c[key]
                     .as_str()
                     .is_some_and(|n| n.to_lowercase().contains(&filter))
         })
@@ -331,7 +353,7 @@ fn inventory(f: &mut Frame, s: &State, ui: &Ui, area: Rect) {
                 .map(|(r, n)| format!("{r} {n}"))
                 .collect();
             Row::new(vec![
-                cell(c["client"].as_str().unwrap_or("?"), 24),
+                cell(c[key].as_str().unwrap_or("?"), 24),
                 sc["kerberos"].to_string(),
                 sc["ntlm"].to_string(),
                 sc["ntlmv1"].to_string(),
@@ -353,7 +375,7 @@ fn inventory(f: &mut Frame, s: &State, ui: &Ui, area: Rect) {
     )
     .header(
         Row::new(vec![
-            "client",
+            key,
             "kerberos",
             "ntlm",
             "ntlmv1",
@@ -362,7 +384,7 @@ fn inventory(f: &mut Frame, s: &State, ui: &Ui, area: Rect) {
         ])
         .style(bold()),
     )
-    .block(boxed("inventory: clients by scheme (most NTLM first)"));
+    .block(boxed(title));
     f.render_widget(t, area);
 }
 
