@@ -479,8 +479,12 @@ impl Correlator {
                     .as_deref()
                     .or(n.nb_computer_name.as_deref())
             });
-            self.stats
-                .answered_by(server, outcome == Outcome::Success, name);
+            self.stats.answered_by(
+                server,
+                matches!(req.kind, ReqKind::Kerberos),
+                outcome == Outcome::Success,
+                name,
+            );
         }
         if let Some(mut v) = req.verdict.take() {
             v.status = status;

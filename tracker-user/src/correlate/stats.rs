@@ -107,6 +107,8 @@ pub const MAX_SERVERS: usize = 4096;
 pub struct ServerHealth {
     pub ok: u64,
     pub failed: u64,
+    /// Of `ok + failed`: the Kerberos ones (the rest are NTLM).
+    pub kerberos: u64,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
 }
@@ -126,7 +128,13 @@ impl Stats {
     }
 
     /// Counts a handshake answered by `server`.
-    pub(super) fn answered_by(&mut self, server: SocketAddr, ok: bool, name: Option<&str>) {
+    pub(super) fn answered_by(
+        &mut self,
+        server: SocketAddr,
+        kerberos: bool,
+        ok: bool,
+        name: Option<&str>,
+    ) {
         let h = if self.servers.contains_key(&server) || self.servers.len() < MAX_SERVERS {
             self.servers.entry(server).or_default()
         } else {
@@ -137,6 +145,7 @@ impl Stats {
         } else {
             h.failed += 1;
         }
+        h.kerberos += u64::from(kerberos);
         if h.name.is_none() {
             h.name = name.map(str::to_string);
         }

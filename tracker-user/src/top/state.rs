@@ -11,6 +11,17 @@ pub const HISTORY: usize = 120;
 /// Alerts kept for the list (newest first).
 pub const MAX_ALERTS: usize = 1000;
 
+/// One backend's handshakes, as the live record has them.
+pub struct Server {
+    pub addr: String,
+    /// The computer name its NTLM challenges gave.
+    pub name: String,
+    pub ok: u64,
+    pub failed: u64,
+    /// Of `ok + failed`, the Kerberos ones.
+    pub kerberos: u64,
+}
+
 #[derive(Default)]
 pub struct State {
     pub hello: Option<Value>,
@@ -112,25 +123,24 @@ impl State {
         rows
     }
 
-    /// `(server, NTLM computer name, ok, failed)`, the most failures first.
-    pub fn servers(&self) -> Vec<(String, String, u64, u64)> {
+    /// Backend servers, the most failures first.
+    pub fn servers(&self) -> Vec<Server> {
         let Some(v) = &self.live else {
             return Vec::new();
         };
-        let mut rows: Vec<(String, String, u64, u64)> = Self::correlation(v)["servers"]
+        let mut rows: Vec<Server> = Self::correlation(v)["servers"]
             .as_object()
             .into_iter()
             .flatten()
-            .map(|(addr, h)| {
-                (
-                    addr.clone(),
-                    h["name"].as_str().unwrap_or("").to_string(),
-                    u(&h["ok"]),
-                    u(&h["failed"]),
-                )
+            .map(|(addr, h)| Server {
+                addr: addr.clone(),
+                name: h["name"].as_str().unwrap_or("").to_string(),
+                ok: u(&h["ok"]),
+                failed: u(&h["failed"]),
+                kerberos: u(&h["kerberos"]),
             })
             .collect();
-        rows.sort_by(|a, b| b.3.cmp(&a.3).then(a.0.cmp(&b.0)));
+        rows.sort_by(|a, b| b.failed.cmp(&a.failed).then(a.addr.cmp(&b.addr)));
         rows
     }
 
@@ -261,8 +271,8 @@ mod tests {
             [("server_split".into(), "balancer_reroute".into(), 4)]
         );
         let servers = s.servers();
-        assert_eq!(servers[0].0, "198.18.1.11:80", "the most failures first");
-        assert_eq!(servers[1].1, "web1");
+        assert_eq!(servers[0].addr, "198.18.1.11:80", "the most failures first");
+        assert_eq!(servers[1].name, "web1");
         assert_eq!(s.kernel("ringbuf_full"), 2);
     }
 

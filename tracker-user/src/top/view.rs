@@ -241,12 +241,16 @@ fn backends(f: &mut Frame, s: &State, area: Rect) {
     let rows: Vec<Row> = s
         .servers()
         .into_iter()
-        .map(|(addr, name, ok, failed)| {
+        .map(|b| {
+            let failed = b.failed;
+            let ntlm = (b.ok + b.failed).saturating_sub(b.kerberos);
             let r = Row::new(vec![
-                addr,
-                cell(&name, 20),
-                ok.to_string(),
+                b.addr,
+                cell(&b.name, 16),
+                b.ok.to_string(),
                 failed.to_string(),
+                ntlm.to_string(),
+                b.kerberos.to_string(),
             ]);
             if failed > 0 {
                 r.style(Style::default().fg(Color::Red))
@@ -260,11 +264,13 @@ fn backends(f: &mut Frame, s: &State, area: Rect) {
         [
             Constraint::Length(22),
             Constraint::Length(16),
-            Constraint::Length(8),
-            Constraint::Length(8),
+            Constraint::Length(7),
+            Constraint::Length(7),
+            Constraint::Length(7),
+            Constraint::Length(7),
         ],
     )
-    .header(Row::new(vec!["backend", "ntlm name", "ok", "failed"]).style(bold()))
+    .header(Row::new(vec!["backend", "ntlm name", "ok", "failed", "ntlm", "krb"]).style(bold()))
     .block(boxed("backends: handshakes"));
     f.render_widget(t, area);
 }
