@@ -82,6 +82,11 @@ pub struct AuthenticateInfo {
     /// The challenge this answers (NTLMv2 with MsvAvTimestamp).
     pub id: Option<ChallengeId>,
     pub channel_bindings: bool,
+    /// The NegotiateFlags asked for message signing (`NTLMSSP_NEGOTIATE_SIGN`) and sealing
+    /// (`NTLMSSP_NEGOTIATE_SEAL`): a logon with neither can be relayed to a service that
+    /// does not require them.
+    pub sign: bool,
+    pub seal: bool,
 }
 
 /// What one token is.
@@ -434,6 +439,8 @@ impl Decoder {
                     channel_bindings: av
                         .and_then(|av| av.channel_bindings())
                         .is_some_and(|c| !c.is_all_zero()),
+                    sign: a.flags.contains(tracker_ntlm::nlmp::NegotiateFlags::SIGN),
+                    seal: a.flags.contains(tracker_ntlm::nlmp::NegotiateFlags::SEAL),
                 })
             }
             None if tok.is_kerberos() || tok.kerberos().is_some() => Auth::Kerberos,

@@ -734,11 +734,12 @@ fn print_summary(file: &std::path::Path, s: &replay::Summary, p: &Pipeline) {
         eprintln!("  NTLM logons by user (NTLMv1 first):");
         for (user, c) in users.iter().take(20) {
             eprintln!(
-                "    {:<32} ntlm {:<6} ntlmv1 {:<6} anonymous {}",
+                "    {:<32} ntlm {:<6} ntlmv1 {:<6} anonymous {:<6} unsigned {}",
                 correlate::terminal_label(user, 32),
                 c.ntlm,
                 c.ntlmv1,
-                c.anonymous
+                c.anonymous,
+                c.unsigned
             );
         }
         if users.len() > 20 {

@@ -176,9 +176,11 @@ pub struct ClientSchemes {
 pub struct SchemeCounts {
     pub kerberos: u64,
     pub ntlm: u64,
-    /// Of `ntlm`: NTLMv1 (or LM) responses, and anonymous logons (no user name).
+    /// Of `ntlm`: NTLMv1 (or LM) responses, anonymous logons (no user name), and logons that
+    /// asked for neither signing nor sealing (relayable where the service does not insist).
     pub ntlmv1: u64,
     pub anonymous: u64,
+    pub unsigned: u64,
     /// NTLM handshakes by fallback reason.
     pub ntlm_reasons: BTreeMap<FallbackReason, u64>,
 }
@@ -188,6 +190,7 @@ impl SchemeCounts {
         self.ntlm += 1;
         self.ntlmv1 += u64::from(v.ntlmv2 == Some(false));
         self.anonymous += u64::from(anonymous);
+        self.unsigned += u64::from(v.unsigned);
         *self
             .ntlm_reasons
             .entry(
@@ -279,7 +282,11 @@ impl ClientSchemes {
                 let mut line = format!("{client:<24} kerberos {:<6} ntlm {}", c.kerberos, c.ntlm);
                 // What is worth a look: NTLMv1 (crackable, gone from current Windows) and
                 // anonymous logons.
-                for (n, what) in [(c.ntlmv1, "ntlmv1"), (c.anonymous, "anonymous")] {
+                for (n, what) in [
+                    (c.ntlmv1, "ntlmv1"),
+                    (c.anonymous, "anonymous"),
+                    (c.unsigned, "unsigned"),
+                ] {
                     if n > 0 {
                         line.push_str(&format!(" [{what} {n}]"));
                     }

@@ -897,12 +897,14 @@ fn krb_error_then_ntlm_is_a_fallback_with_the_code() {
         ("krb_error", Some(44))
     );
     let sum = &p.correlator().clients.clients["10.9.0.3"];
-    assert_eq!((sum.kerberos, sum.ntlm), (1, 1));
+    // The test's Type-3 asks for neither signing nor sealing.
+    assert_eq!((sum.kerberos, sum.ntlm, sum.unsigned), (1, 1, 1));
     assert_eq!(sum.ntlm_reasons[&FallbackReason::KrbError], 1);
     let report = p.correlator().clients.report(5);
     assert_eq!(report.len(), 1);
     assert!(
-        report[0].starts_with("10.9.0.3") && report[0].ends_with("ntlm 1 (krb_error 1)"),
+        report[0].starts_with("10.9.0.3")
+            && report[0].ends_with("ntlm 1 [unsigned 1] (krb_error 1)"),
         "{report:?}"
     );
 }

@@ -292,6 +292,8 @@ pub struct Verdict {
     pub mechanism: Mechanism,
     pub ntlmv2: Option<bool>,
     pub channel_bindings: bool,
+    /// The Type-3 asked for neither signing nor sealing (inventory only, not in events).
+    pub unsigned: bool,
     /// Kerberos cleartext: of the request (kerberos_handshake) or of the logon a reused
     /// connection carries (auth_context_reuse).
     pub kerberos: Option<KerberosInfo>,
@@ -379,6 +381,7 @@ impl Verdict {
             header: None,
             mechanism: Mechanism::Ntlm,
             ntlmv2: None,
+            unsigned: false,
             channel_bindings: false,
             kerberos: None,
             persistent_auth: None,

@@ -358,12 +358,14 @@ fn scheme_table(f: &mut Frame, rows: &[&Value], key: &str, filter: &str, title: 
                 .flatten()
                 .map(|(r, n)| format!("{r} {n}"))
                 .collect();
+            let n = |k: &str| sc[k].as_u64().unwrap_or(0).to_string();
             Row::new(vec![
-                cell(c[key].as_str().unwrap_or("?"), 24),
-                sc["kerberos"].to_string(),
-                sc["ntlm"].to_string(),
-                sc["ntlmv1"].to_string(),
-                sc["anonymous"].to_string(),
+                cell(c[key].as_str().unwrap_or("?"), 22),
+                n("kerberos"),
+                n("ntlm"),
+                n("ntlmv1"),
+                n("anonymous"),
+                n("unsigned"),
                 reasons.join(", "),
             ])
         })
@@ -371,10 +373,11 @@ fn scheme_table(f: &mut Frame, rows: &[&Value], key: &str, filter: &str, title: 
     let t = Table::new(
         rows,
         [
-            Constraint::Length(24),
-            Constraint::Length(9),
-            Constraint::Length(7),
-            Constraint::Length(7),
+            Constraint::Length(22),
+            Constraint::Length(8),
+            Constraint::Length(6),
+            Constraint::Length(6),
+            Constraint::Length(4),
             Constraint::Length(5),
             Constraint::Min(10),
         ],
@@ -386,6 +389,7 @@ fn scheme_table(f: &mut Frame, rows: &[&Value], key: &str, filter: &str, title: 
             "ntlm",
             "ntlmv1",
             "anon",
+            "unsig",
             "why not kerberos",
         ])
         .style(bold()),
