@@ -238,7 +238,7 @@ mod tests {
     #[test]
     fn the_screen_shows_classes_backends_and_the_latest_violation_at_80x24_and_larger() {
         let s = state();
-        for (w, h) in [(80, 24), (140, 40)] {
+        for (w, h) in [(80, 24), (140, 40), (160, 40)] {
             let mut t = Terminal::new(TestBackend::new(w, h)).unwrap();
             let mut ui = Ui::default();
             t.draw(|f| view::draw(f, &s, &ui)).unwrap();
@@ -252,6 +252,7 @@ mod tests {
             ] {
                 assert!(text.contains(want), "{w}x{h}: {want} missing:\n{text}");
             }
+            assert_eq!(text.contains("top clients"), w >= 150, "{w}x{h}:\n{text}");
             assert!(key(&mut ui, &s, KeyCode::Enter, KeyModifiers::NONE));
             t.draw(|f| view::draw(f, &s, &ui)).unwrap();
             let text = screen(&t);

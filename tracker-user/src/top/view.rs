@@ -203,14 +203,48 @@ fn live(f: &mut Frame, s: &State, ui: &Ui, area: Rect) {
             vs,
         );
     }
-    let [va, ba] = if wide {
+    // From 150 columns the clients with the most NTLM get a panel of their own too.
+    let [left, ba] = if wide {
         Layout::horizontal([Constraint::Percentage(45), Constraint::Percentage(55)]).areas(tables)
     } else {
         Layout::vertical([Constraint::Percentage(50), Constraint::Percentage(50)]).areas(tables)
     };
-    violations(f, s, va);
+    if area.width >= 150 {
+        let [va, ca] = Layout::horizontal([Constraint::Percentage(55), Constraint::Percentage(45)])
+            .areas(left);
+        violations(f, s, va);
+        top_clients(f, s, ca);
+    } else {
+        violations(f, s, left);
+    }
     backends(f, s, ba);
     latest_list(f, s, ui, latest);
+}
+
+fn top_clients(f: &mut Frame, s: &State, area: Rect) {
+    let rows: Vec<Row> = s
+        .clients()
+        .into_iter()
+        .map(|c| {
+            let n = |k: &str| c["schemes"][k].as_u64().unwrap_or(0).to_string();
+            Row::new(vec![
+                cell(c["client"].as_str().unwrap_or("?"), 18),
+                n("ntlm"),
+                n("kerberos"),
+            ])
+        })
+        .collect();
+    let t = Table::new(
+        rows,
+        [
+            Constraint::Length(18),
+            Constraint::Length(7),
+            Constraint::Length(8),
+        ],
+    )
+    .header(Row::new(vec!["client", "ntlm", "kerberos"]).style(bold()))
+    .block(boxed("top clients (NTLM)"));
+    f.render_widget(t, area);
 }
 
 fn violations(f: &mut Frame, s: &State, area: Rect) {
