@@ -75,18 +75,76 @@ pub struct AuthenticateInfo {
     pub user: Option<String>,
     pub domain: Option<String>,
     pub workstation: Option<String>,
-    pub ntlmv2: bool,
-    pub anonymous: bool,
+    pub logon: NtlmLogon,
     /// Names from the NTLMv2 AV pairs (the challenge's server).
     pub names: Option<Arc<ServerNames>>,
     /// The challenge this answers (NTLMv2 with MsvAvTimestamp).
     pub id: Option<ChallengeId>,
     pub channel_bindings: bool,
+}
+
+/// How a Type-3 logged on: what security teams inventory (`ntlm.version`, `ntlm.sign`,
+/// `ntlm.seal` in events; docs/events.md).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct NtlmLogon {
+    pub version: NtlmVersion,
     /// The NegotiateFlags asked for message signing (`NTLMSSP_NEGOTIATE_SIGN`) and sealing
     /// (`NTLMSSP_NEGOTIATE_SEAL`): a logon with neither can be relayed to a service that
     /// does not require them.
     pub sign: bool,
     pub seal: bool,
+}
+
+impl NtlmLogon {
+    pub fn of(a: &tracker_ntlm::nlmp::AuthenticateMessage) -> Self {
+        use tracker_ntlm::nlmp::{LmResponseKind, NegotiateFlags};
+        let version = match a.nt_response.kind {
+            NtResponseKind::NtlmV2 => NtlmVersion::Ntlmv2,
+            NtResponseKind::NtlmV1 => NtlmVersion::Ntlmv1,
+            _ if a.is_anonymous() => NtlmVersion::Anonymous,
+            // No NT response beside a 24-byte LM one: the LAN Manager logon of the oldest
+            // clients (MS-NLMP 3.3.1, LMCompatibilityLevel 0).
+            NtResponseKind::Anonymous if a.lm_response.kind == LmResponseKind::LmV1 => {
+                NtlmVersion::Lm
+            }
+            _ => NtlmVersion::Other,
+        };
+        Self {
+            version,
+            sign: a.flags.contains(NegotiateFlags::SIGN),
+            seal: a.flags.contains(NegotiateFlags::SEAL),
+        }
+    }
+
+    /// Neither signing nor sealing: relayable where the service does not insist.
+    pub fn unsigned(self) -> bool {
+        !self.sign && !self.seal
+    }
+}
+
+/// The response a Type-3 carried (MS-NLMP 3.3): NTLMv1 and LM are crackable offline and gone
+/// from current Windows; anonymous carries no user.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum NtlmVersion {
+    Ntlmv2,
+    Ntlmv1,
+    Lm,
+    Anonymous,
+    /// A response of no known shape.
+    Other,
+}
+
+impl NtlmVersion {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            NtlmVersion::Ntlmv2 => "ntlmv2",
+            NtlmVersion::Ntlmv1 => "ntlmv1",
+            NtlmVersion::Lm => "lm",
+            NtlmVersion::Anonymous => "anonymous",
+            NtlmVersion::Other => "other",
+        }
+    }
 }
 
 /// What one token is.
@@ -432,15 +490,12 @@ impl Decoder {
                     user: a.user.clone(),
                     domain: a.domain.clone(),
                     workstation: a.workstation.clone(),
-                    ntlmv2: a.nt_response.kind == NtResponseKind::NtlmV2,
-                    anonymous: a.is_anonymous(),
+                    logon: NtlmLogon::of(a),
                     names,
                     id,
                     channel_bindings: av
                         .and_then(|av| av.channel_bindings())
                         .is_some_and(|c| !c.is_all_zero()),
-                    sign: a.flags.contains(tracker_ntlm::nlmp::NegotiateFlags::SIGN),
-                    seal: a.flags.contains(tracker_ntlm::nlmp::NegotiateFlags::SEAL),
                 })
             }
             None if tok.is_kerberos() || tok.kerberos().is_some() => Auth::Kerberos,

@@ -10,7 +10,7 @@ use tracker_common::{DIR_EGRESS, DIR_INGRESS};
 
 use crate::{
     correlate::{LegInfo, Mechanism, Verdict, flow_addrs},
-    decode::{Auth, hex},
+    decode::{Auth, NtlmVersion, hex},
     http::StartLine,
     json::Obj,
     pipeline::{Message, Output},
@@ -299,7 +299,7 @@ impl Context {
 /// The `ntlm` object of a `--messages` event: what the token is and, per message type,
 /// Zeek's `ntlm.log` names; keys in sorted order.
 fn message_ntlm(t: &crate::decode::Decoded, o: &mut Obj<'_>) {
-    let (mut domain, mut hostname, mut username, mut ntlmv2, mut names) =
+    let (mut domain, mut hostname, mut username, mut logon, mut names) =
         (None, None, None, None, None);
     let (mut offer, mut error, mut challenge) = (false, None, None);
     match &t.auth {
@@ -319,7 +319,7 @@ fn message_ntlm(t: &crate::decode::Decoded, o: &mut Obj<'_>) {
             username = a.user.as_deref();
             domain = a.domain.as_deref();
             hostname = a.workstation.as_deref();
-            ntlmv2 = Some(a.ntlmv2);
+            logon = Some(a.logon);
             names = a.names.as_deref();
         }
         Auth::Undecodable(why) => error = Some(*why),
@@ -335,8 +335,8 @@ fn message_ntlm(t: &crate::decode::Decoded, o: &mut Obj<'_>) {
         Some(m) => o.str("message_type", m),
         None => o.null("message_type"),
     };
-    if let Some(b) = ntlmv2 {
-        o.bool("ntlmv2", b);
+    if let Some(l) = logon {
+        o.bool("ntlmv2", l.version == NtlmVersion::Ntlmv2);
     }
     if offer {
         o.bool("offer", true);
@@ -348,6 +348,9 @@ fn message_ntlm(t: &crate::decode::Decoded, o: &mut Obj<'_>) {
             tracker_ntlm::Scheme::Negotiate => "Negotiate",
         },
     );
+    if let Some(l) = logon {
+        o.bool("seal", l.seal);
+    }
     if let Some(c) = challenge {
         o.display("server_challenge", Hex(&c.server_challenge));
     }
@@ -358,11 +361,17 @@ fn message_ntlm(t: &crate::decode::Decoded, o: &mut Obj<'_>) {
             .opt_str("server_nb_domain_name", n.nb_domain_name.as_deref())
             .opt_str("server_tree_name", n.dns_tree_name.as_deref());
     }
+    if let Some(l) = logon {
+        o.bool("sign", l.sign);
+    }
     if let Some(c) = challenge {
         o.opt_str("target_name", c.target_name.as_deref());
     }
     o.u64("token_length", t.token_len as u64)
         .opt_str("username", username);
+    if let Some(l) = logon {
+        o.str("version", l.version.as_str());
+    }
 }
 
 /// The challenge a Type-2 or Type-3 names, for `ntlm_affinity.challenge_key`.
@@ -421,8 +430,11 @@ fn verdict_ntlm(v: &Verdict) -> Value {
     if let Some(sc) = &v.server_challenge {
         ntlm.insert("server_challenge".into(), json!(hex(sc)));
     }
-    if let Some(b) = v.ntlmv2 {
-        ntlm.insert("ntlmv2".into(), json!(b));
+    if let Some(l) = v.logon {
+        ntlm.insert("ntlmv2".into(), json!(l.version == NtlmVersion::Ntlmv2));
+        ntlm.insert("version".into(), json!(l.version.as_str()));
+        ntlm.insert("sign".into(), json!(l.sign));
+        ntlm.insert("seal".into(), json!(l.seal));
     }
     Value::Object(ntlm)
 }

@@ -4,6 +4,7 @@
 use std::{collections::BTreeMap, net::SocketAddr};
 
 use super::verdict::{Class, ClientIdentity, FallbackReason, Verdict};
+use crate::decode::{NtlmLogon, NtlmVersion};
 
 #[derive(Clone, Debug, Default, serde::Serialize)]
 pub struct Stats {
@@ -176,9 +177,10 @@ pub struct ClientSchemes {
 pub struct SchemeCounts {
     pub kerberos: u64,
     pub ntlm: u64,
-    /// Of `ntlm`: NTLMv1 (or LM) responses, anonymous logons (no user name), and logons that
+    /// Of `ntlm`: NTLMv1 and LM responses, anonymous logons (no user name), and logons that
     /// asked for neither signing nor sealing (relayable where the service does not insist).
     pub ntlmv1: u64,
+    pub lm: u64,
     pub anonymous: u64,
     pub unsigned: u64,
     /// NTLM handshakes by fallback reason.
@@ -188,9 +190,11 @@ pub struct SchemeCounts {
 impl SchemeCounts {
     fn count_ntlm(&mut self, v: &Verdict, anonymous: bool) {
         self.ntlm += 1;
-        self.ntlmv1 += u64::from(v.ntlmv2 == Some(false));
+        let version = v.logon.map(|l| l.version);
+        self.ntlmv1 += u64::from(version == Some(NtlmVersion::Ntlmv1));
+        self.lm += u64::from(version == Some(NtlmVersion::Lm));
         self.anonymous += u64::from(anonymous);
-        self.unsigned += u64::from(v.unsigned);
+        self.unsigned += u64::from(v.logon.is_some_and(NtlmLogon::unsigned));
         *self
             .ntlm_reasons
             .entry(
@@ -284,6 +288,7 @@ impl ClientSchemes {
                 // anonymous logons.
                 for (n, what) in [
                     (c.ntlmv1, "ntlmv1"),
+                    (c.lm, "lm"),
                     (c.anonymous, "anonymous"),
                     (c.unsigned, "unsigned"),
                 ] {
@@ -372,7 +377,11 @@ mod tests {
     fn handshake(fallback: Option<Fallback>) -> Verdict {
         let mut v = Verdict::new(Class::Handshake, 1);
         v.user = Some("u".into());
-        v.ntlmv2 = Some(true);
+        v.logon = Some(NtlmLogon {
+            version: NtlmVersion::Ntlmv2,
+            sign: true,
+            seal: true,
+        });
         v.fallback = fallback;
         v
     }
@@ -411,7 +420,11 @@ mod tests {
         };
         c.ntlm(&client("198.18.0.2"), &handshake(Some(f)));
         let mut v1 = handshake(None);
-        v1.ntlmv2 = Some(false);
+        v1.logon = Some(NtlmLogon {
+            version: NtlmVersion::Ntlmv1,
+            sign: true,
+            seal: true,
+        });
         c.ntlm(&client("198.18.0.2"), &v1);
         let counts = &c.clients["198.18.0.2"];
         assert_eq!((counts.ntlm, counts.ntlmv1, counts.anonymous), (2, 1, 0));

@@ -536,7 +536,10 @@ fn ntlmv1_split_is_proved_by_identity_and_window() {
     let v = run(&mut pipeline(false), recs, true);
     assert_eq!(classes(&v), vec![Class::ServerSplit], "{v:#?}");
     assert_eq!(v[0].evidence[0], Evidence::ClientIdentityWindow);
-    assert_eq!(v[0].ntlmv2, Some(false));
+    assert_eq!(
+        v[0].logon.map(|l| l.version),
+        Some(crate::decode::NtlmVersion::Ntlmv1)
+    );
     // NTLMv1 on its own connection is healthy; with no identity and no challenge, orphan.
     let mut a = Conn::new(&lb(40002), WEB1, 300);
     let mut recs = challenge_on(&mut a, SEC, "web1", 62, "");

@@ -57,9 +57,8 @@ impl Correlator {
         v.request = request.clone();
         v.proxy = t.header.is_proxy();
         v.header = Some(t.header.as_str());
-        v.ntlmv2 = Some(a.ntlmv2);
+        v.logon = Some(a.logon);
         v.channel_bindings = a.channel_bindings;
-        v.unsigned = !a.sign && !a.seal;
         v.challenge_key = a.id.as_ref().map(|i| i.key);
         let Some((ch_id, evidence)) = self.join(id, a, identity, now) else {
             return Some(self.unjoined(v, a, auth_leg));

@@ -7,7 +7,7 @@ use std::{net::SocketAddr, sync::Arc};
 use serde::Serialize;
 use tracker_ntlm::hash::ChallengeKey;
 
-use crate::decode::{KerberosInfo, ServerNames};
+use crate::decode::{KerberosInfo, NtlmLogon, ServerNames};
 
 /// What a verdict is. Each class owns its name, severity and dataset here; adding one is a
 /// variant, the module that decides it, and a test (docs/design.md, "Adding a class").
@@ -290,10 +290,9 @@ pub struct Verdict {
     pub header: Option<&'static str>,
     /// Kerberos for a `kerberos_handshake` and the reuse of a persisted Kerberos logon.
     pub mechanism: Mechanism,
-    pub ntlmv2: Option<bool>,
+    /// How the Type-3 logged on (NTLM verdicts that carried one).
+    pub logon: Option<NtlmLogon>,
     pub channel_bindings: bool,
-    /// The Type-3 asked for neither signing nor sealing (inventory only, not in events).
-    pub unsigned: bool,
     /// Kerberos cleartext: of the request (kerberos_handshake) or of the logon a reused
     /// connection carries (auth_context_reuse).
     pub kerberos: Option<KerberosInfo>,
@@ -380,8 +379,7 @@ impl Verdict {
             proxy: false,
             header: None,
             mechanism: Mechanism::Ntlm,
-            ntlmv2: None,
-            unsigned: false,
+            logon: None,
             channel_bindings: false,
             kerberos: None,
             persistent_auth: None,

@@ -372,8 +372,8 @@ fn inventory(f: &mut Frame, s: &State, ui: &Ui, area: Rect) {
     );
 }
 
-/// Rows of `{KEY, schemes}` from the live record: who, Kerberos, NTLM, NTLMv1, anonymous,
-/// and why not Kerberos.
+/// Rows of `{KEY, schemes}` from the live record: who, Kerberos, NTLM, NTLMv1, LM,
+/// anonymous, unsigned, and why not Kerberos.
 fn scheme_table(f: &mut Frame, rows: &[&Value], key: &str, filter: &str, title: &str, area: Rect) {
     let filter = filter.to_lowercase();
     let rows: Vec<Row> = rows
@@ -398,6 +398,7 @@ fn scheme_table(f: &mut Frame, rows: &[&Value], key: &str, filter: &str, title: 
                 n("kerberos"),
                 n("ntlm"),
                 n("ntlmv1"),
+                n("lm"),
                 n("anonymous"),
                 n("unsigned"),
                 reasons.join(", "),
@@ -411,6 +412,7 @@ fn scheme_table(f: &mut Frame, rows: &[&Value], key: &str, filter: &str, title: 
             Constraint::Length(8),
             Constraint::Length(6),
             Constraint::Length(6),
+            Constraint::Length(3),
             Constraint::Length(4),
             Constraint::Length(5),
             Constraint::Min(10),
@@ -422,6 +424,7 @@ fn scheme_table(f: &mut Frame, rows: &[&Value], key: &str, filter: &str, title: 
             "kerberos",
             "ntlm",
             "ntlmv1",
+            "lm",
             "anon",
             "unsig",
             "why not kerberos",
