@@ -24,7 +24,9 @@ use tracker_common::{
 use tracker_user::{
     correlate::AuthUpdate,
     endpoint::Backend,
-    loader::{AuthFlows, TC_INGRESS_PROGRAM, TC_PROGRAM, Tracker, TrackerConfig, XDP_PROGRAM},
+    loader::{
+        AuthFlows, MapCensus, TC_INGRESS_PROGRAM, TC_PROGRAM, Tracker, TrackerConfig, XDP_PROGRAM,
+    },
     pipeline::{self, Output, Pipeline},
     record::Record,
 };
@@ -40,6 +42,7 @@ struct Kernel {
     tracker: Tracker,
     ring: RingBuf<MapData>,
     auth: AuthFlows,
+    census: MapCensus,
 }
 
 fn config() -> TrackerConfig {
@@ -62,11 +65,13 @@ fn kernel(test: &str) -> Option<MutexGuard<'static, Kernel>> {
     let k = K.get_or_init(|| {
         let mut tracker = Tracker::load(&config()).expect("load and verify the tracker programs");
         let ring = tracker.take_events().unwrap();
+        let census = tracker.census().unwrap();
         let auth = tracker.take_auth_flows().unwrap();
         Mutex::new(Kernel {
             tracker,
             ring,
             auth,
+            census,
         })
     });
     let mut g = k.lock().unwrap_or_else(|e| e.into_inner());
@@ -769,6 +774,8 @@ fn floods_of_syns_and_plain_http_make_no_flow_entries() {
     );
     assert!(k.records().is_empty());
     assert_eq!(k.tracker.flow_entries().unwrap(), entries);
+    // The metrics' census, through descriptors of its own, counts the same.
+    assert_eq!(k.census.count().unwrap().flows, entries as u64);
     k.ingress(&frames::tcp4(
         &[],
         s,
@@ -1113,12 +1120,14 @@ fn authenticated_connection_requests_are_checked_in_the_kernel() {
     let key = key4(c, port, s, BACKEND_PORT);
     let generation = k.flow(&key).unwrap().generation;
     let alice = b"198.18.0.10";
+    let authenticated = k.census.count().unwrap().auth_flows;
     k.auth.apply(&AuthUpdate::Set {
         key,
         generation,
         identity: (identity::words(alice).unwrap(), alice.len() as u32),
     });
     assert_eq!(k.auth.failures, 0);
+    assert_eq!(k.census.count().unwrap().auth_flows, authenticated + 1);
     let req = |xff: &str| {
         format!("GET /owa/ HTTP/1.1\r\nHost: mail\r\n{xff}Accept: */*\r\n\r\n").into_bytes()
     };

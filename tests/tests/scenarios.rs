@@ -453,6 +453,8 @@ fn scenario_2_haproxy_server_close_server_split() {
         "sum(ntlm_affinity_handshakes_total{scheme=\"ntlm\",outcome=\"success\"})",
         &[0.0],
     );
+    // The map census (counted exactly in the kernel tests) reaches Prometheus for both maps.
+    prom.wait_for(&lab, "count(ntlm_affinity_map_entries)", &[2.0]);
     assert_promtool_clean(&scrape(&lab));
     drop(prom);
     live_view_shows(&control, splits(&truth));

@@ -3,13 +3,13 @@
 //! is owned by [`Tracker`]: dropping it detaches every program, so an error half-way leaves
 //! nothing behind.
 
-use std::{collections::HashMap, io};
+use std::{collections::HashMap, io, os::fd::AsFd as _};
 
 use anyhow::{Context as _, anyhow, bail};
 use aya::{
     Ebpf, EbpfLoader,
     maps::{
-        Array, HashMap as BpfHashMap, LpmTrie, MapData, MapError, PerCpuArray, RingBuf,
+        Array, HashMap as BpfHashMap, LpmTrie, Map, MapData, MapError, PerCpuArray, RingBuf,
         lpm_trie::Key,
     },
     programs::{
@@ -406,13 +406,30 @@ impl Tracker {
     /// occasional reports, not per record). The blank entry the programs scan flows without
     /// one with (family 0) is not a flow and not counted.
     pub fn flow_entries(&self) -> anyhow::Result<usize> {
-        let mut n = 0;
-        for key in self.flows()?.keys() {
-            if key?.family != 0 {
-                n += 1;
-            }
-        }
-        Ok(n)
+        count_flows(&self.flows()?, usize::MAX)
+    }
+
+    /// A [`MapCensus`] of this load's `FLOWS` and `AUTH_FLOWS`; take it before
+    /// [`Tracker::take_auth_flows`].
+    pub fn census(&self) -> anyhow::Result<MapCensus> {
+        // A second descriptor of each map, with its capacity.
+        let dup = |name: &str| -> anyhow::Result<(Map, usize)> {
+            let map = match self.ebpf.map(name) {
+                Some(Map::LruHashMap(m)) => m,
+                Some(_) => bail!("map {name} is not an LRU hash"),
+                None => bail!("map {name} missing (taken before the census)"),
+            };
+            let data = MapData::from_fd(map.fd().as_fd().try_clone_to_owned()?)?;
+            let capacity = data.info()?.max_entries() as usize;
+            Ok((Map::from_map_data(data)?, capacity))
+        };
+        let (flows, flow_capacity) = dup(names::FLOWS)?;
+        let (auth_flows, auth_flow_capacity) = dup(names::AUTH_FLOWS)?;
+        Ok(MapCensus {
+            flows: BpfHashMap::try_from(flows)?,
+            auth_flows: BpfHashMap::try_from(auth_flows)?,
+            capacities: (flow_capacity, auth_flow_capacity),
+        })
     }
 
     pub fn stats(&self) -> anyhow::Result<Stats> {
@@ -500,6 +517,49 @@ fn attach_error(e: ProgramError, iface: &str, what: &str) -> anyhow::Error {
 
 /// Userspace's side of the kernel's per-request identity check (docs/design.md, "The
 /// identity check"): the correlator's [`AuthUpdate`]s written to `AUTH_FLOWS`.
+/// Counts the entries of the kernel's LRU maps, for the metrics. A walk is one system call
+/// per entry (about half a second of a core for a full million), so it runs on a thread of
+/// its own, now and then, never on the event loop; the census holds descriptors of its own.
+pub struct MapCensus {
+    flows: BpfHashMap<MapData, FlowId, FlowState>,
+    auth_flows: BpfHashMap<MapData, FlowKey, AuthFlow>,
+    capacities: (usize, usize),
+}
+
+/// Entries of `FLOWS` (flow directions) and `AUTH_FLOWS` (authenticated connections).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct MapEntries {
+    pub flows: u64,
+    pub auth_flows: u64,
+}
+
+impl MapCensus {
+    pub fn count(&self) -> anyhow::Result<MapEntries> {
+        let mut auth_flows = 0;
+        // A key deleted under the walk restarts it at the first key: stop at the capacity.
+        for key in self.auth_flows.keys().take(self.capacities.1) {
+            key?;
+            auth_flows += 1;
+        }
+        Ok(MapEntries {
+            flows: count_flows(&self.flows, self.capacities.0)? as u64,
+            auth_flows,
+        })
+    }
+}
+
+/// Flow directions in `FLOWS`, at most `limit`; the blank entry (family 0) is not a flow.
+fn count_flows<M: std::borrow::Borrow<MapData>>(
+    flows: &BpfHashMap<M, FlowId, FlowState>,
+    limit: usize,
+) -> anyhow::Result<usize> {
+    let mut n = 0;
+    for key in flows.keys().take(limit.saturating_add(1)) {
+        n += usize::from(key?.family != 0);
+    }
+    Ok(n.min(limit))
+}
+
 pub struct AuthFlows {
     map: BpfHashMap<MapData, FlowKey, AuthFlow>,
     key: [u64; 2],

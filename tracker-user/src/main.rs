@@ -492,6 +492,10 @@ async fn event_loop(
         .collect();
     let ctx = event::Context::new(ifnames);
     let events = tracker.take_events()?;
+    let map_entries = match opts.metrics {
+        Some(_) => Some(metrics::spawn_census(tracker.census()?).context("counting map entries")?),
+        None => None,
+    };
     let mut auth = tracker.take_auth_flows()?;
     // SAFETY: the RingBuf owns its map fd and keeps it open until the AsyncFd drops it.
     let mut ring =
@@ -577,6 +581,9 @@ async fn event_loop(
                     flow_capacity: opts.capacities.0,
                     auth_flow_capacity: opts.capacities.1,
                     ring_bytes: opts.capacities.2,
+                    map_entries: map_entries
+                        .as_ref()
+                        .and_then(|c| *c.lock().unwrap_or_else(|p| p.into_inner())),
                     interfaces: tracker.interfaces.len() - lost.len(),
                     ..metrics::Snapshot::default()
                 };
@@ -734,10 +741,11 @@ fn print_summary(file: &std::path::Path, s: &replay::Summary, p: &Pipeline) {
         eprintln!("  NTLM logons by user (NTLMv1 first):");
         for (user, c) in users.iter().take(20) {
             eprintln!(
-                "    {:<32} ntlm {:<6} ntlmv1 {:<6} anonymous {:<6} unsigned {}",
+                "    {:<32} ntlm {:<6} ntlmv1 {:<6} lm {:<6} anonymous {:<6} unsigned {}",
                 correlate::terminal_label(user, 32),
                 c.ntlm,
                 c.ntlmv1,
+                c.lm,
                 c.anonymous,
                 c.unsigned
             );

@@ -26,6 +26,7 @@ use prometheus_client::{
 
 use crate::{
     correlate::{self, verdict::Class},
+    loader::{MapCensus, MapEntries},
     reassembly,
 };
 
@@ -50,6 +51,8 @@ pub struct Snapshot {
     pub output_queued: usize,
     pub flow_capacity: u32,
     pub auth_flow_capacity: u32,
+    /// The last [`spawn_census`] count (none before the first walk ends).
+    pub map_entries: Option<MapEntries>,
     pub ring_bytes: u32,
     /// Interfaces attached and not lost.
     pub interfaces: usize,
@@ -272,6 +275,18 @@ fn encode_snapshot(s: &Snapshot, e: &mut DescriptorEncoder) -> fmt::Result {
             (&[("map", "auth_flows")], u64::from(s.auth_flow_capacity)),
         ],
     )?;
+    if let Some(n) = s.map_entries {
+        family(
+            e,
+            "ntlm_affinity_map_entries",
+            "Entries in a kernel map, counted every 15 s by walking it",
+            MetricType::Gauge,
+            &[
+                (&[("map", "flows")], n.flows),
+                (&[("map", "auth_flows")], n.auth_flows),
+            ],
+        )?;
+    }
     gauge(
         e,
         "ntlm_affinity_ring_buffer_bytes",
@@ -467,6 +482,38 @@ fn respond(req: &Request<Incoming>, snap: &Arc<Mutex<Snapshot>>) -> Response<Ful
 }
 
 /// `--metrics`: `ADDR:PORT`, or a bare port on loopback.
+/// How often [`spawn_census`] walks the maps.
+const CENSUS_EVERY: Duration = Duration::from_secs(15);
+
+/// Counts the kernel maps' entries every [`CENSUS_EVERY`] on a thread of its own (a walk of a
+/// full map takes a core half a second) into the returned cell, until the cell is dropped.
+/// A failed walk is said once on stderr and ends the census: the metric then goes away
+/// rather than going stale.
+pub fn spawn_census(census: MapCensus) -> anyhow::Result<Arc<Mutex<Option<MapEntries>>>> {
+    let cell = Arc::new(Mutex::new(None));
+    let shared = Arc::clone(&cell);
+    std::thread::Builder::new()
+        .name("map-census".into())
+        .spawn(move || {
+            let set = |v| *shared.lock().unwrap_or_else(|p| p.into_inner()) = v;
+            while Arc::strong_count(&shared) > 1 {
+                match census.count() {
+                    Ok(n) => set(Some(n)),
+                    Err(e) => {
+                        eprintln!("ntlm-affinity: counting the kernel maps' entries failed, ntlm_affinity_map_entries is no longer exported: {e:#}");
+                        set(None);
+                        return;
+                    }
+                }
+                let until = std::time::Instant::now() + CENSUS_EVERY;
+                while std::time::Instant::now() < until && Arc::strong_count(&shared) > 1 {
+                    std::thread::sleep(Duration::from_millis(250));
+                }
+            }
+        })?;
+    Ok(cell)
+}
+
 pub fn parse_listen(s: &str) -> Result<SocketAddr, String> {
     if let Ok(port) = s.parse::<u16>() {
         return Ok(SocketAddr::from(([127, 0, 0, 1], port)));
@@ -490,6 +537,10 @@ mod tests {
                 .map(|(i, n)| (*n, i as u64 + 1))
                 .collect(),
             flow_capacity: 1000,
+            map_entries: Some(MapEntries {
+                flows: 12,
+                auth_flows: 3,
+            }),
             ..Snapshot::default()
         };
         s.correlation.alerts.insert(Class::ConnectionSplit, 3);
@@ -527,6 +578,7 @@ mod tests {
             "ntlm_affinity_handshake_duration_seconds_count 1",
             "ntlm_affinity_kernel_records_total{result=\"lost_ring_full\"} 7",
             "ntlm_affinity_map_capacity{map=\"flows\"} 1000",
+            "ntlm_affinity_map_entries{map=\"auth_flows\"} 3",
         ] {
             assert!(text.lines().any(|l| l == line), "{line} missing in\n{text}");
         }
