@@ -609,7 +609,7 @@ async fn event_loop(
     }
     pipeline.finish(&mut outputs);
     writer.send(&mut outputs);
-    writer.send_line(stats_line(&ctx, tracker, &pipeline, &auth, &writer)?);
+    writer.send_summary(stats_line(&ctx, tracker, &pipeline, &auth, &writer)?);
     writer.finish();
     if writer.dropped() > 0 {
         eprintln!(

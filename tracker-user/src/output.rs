@@ -79,19 +79,25 @@ impl Writer {
     /// Queues `outputs` (leaving it empty), or counts them dropped when the queue is full.
     pub fn send(&mut self, outputs: &mut Vec<Output>) {
         if !outputs.is_empty() {
-            self.enqueue(Item::Outputs(std::mem::take(outputs)));
+            self.enqueue(Item::Outputs(std::mem::take(outputs)), false);
         }
     }
 
     /// Queues one formatted line.
     pub fn send_line(&mut self, line: Vec<u8>) {
-        self.enqueue(Item::Line(line));
+        self.enqueue(Item::Line(line), false);
     }
 
-    fn enqueue(&mut self, item: Item) {
+    /// Queues the exit summary even when the queue is full: it is one line over the bound,
+    /// once, and the only record of what the run dropped.
+    pub fn send_summary(&mut self, line: Vec<u8>) {
+        self.enqueue(Item::Line(line), true);
+    }
+
+    fn enqueue(&mut self, item: Item, always: bool) {
         let n = item.events();
         // One sender (the reader): the writer only ever makes room between load and add.
-        let fits = self.shared.queued.load(Ordering::Acquire) + n <= self.capacity;
+        let fits = always || self.shared.queued.load(Ordering::Acquire) + n <= self.capacity;
         let sent = fits
             && self.tx.as_ref().is_some_and(|tx| {
                 self.shared.queued.fetch_add(n, Ordering::AcqRel);
@@ -238,9 +244,12 @@ mod tests {
             "sending blocked"
         );
         assert!(w.dropped() >= 9_000, "{}", w.dropped());
+        let dropped = w.dropped();
+        w.send_summary(b"{\"summary\":1}\n".to_vec());
+        assert_eq!(w.dropped(), dropped, "the summary is never dropped");
         go.send(()).unwrap();
         w.finish();
-        assert_eq!(w.written() + w.dropped(), 10_000);
+        assert_eq!(w.written() + w.dropped(), 10_001);
         assert_eq!(w.queued(), 0);
         assert!(bytes.load(Ordering::Relaxed) > 0);
     }
