@@ -515,8 +515,6 @@ fn attach_error(e: ProgramError, iface: &str, what: &str) -> anyhow::Error {
     anyhow!(e).context(format!("attaching {what} to {iface}"))
 }
 
-/// Userspace's side of the kernel's per-request identity check (docs/design.md, "The
-/// identity check"): the correlator's [`AuthUpdate`]s written to `AUTH_FLOWS`.
 /// Counts the entries of the kernel's LRU maps, for the metrics. A walk is one system call
 /// per entry (about half a second of a core for a full million), so it runs on a thread of
 /// its own, now and then, never on the event loop; the census holds descriptors of its own.
@@ -560,6 +558,8 @@ fn count_flows<M: std::borrow::Borrow<MapData>>(
     Ok(n.min(limit))
 }
 
+/// Userspace's side of the kernel's per-request identity check (docs/design.md, "The
+/// identity check"): the correlator's [`AuthUpdate`]s written to `AUTH_FLOWS`.
 pub struct AuthFlows {
     map: BpfHashMap<MapData, FlowKey, AuthFlow>,
     key: [u64; 2],

@@ -481,7 +481,6 @@ fn respond(req: &Request<Incoming>, snap: &Arc<Mutex<Snapshot>>) -> Response<Ful
     }
 }
 
-/// `--metrics`: `ADDR:PORT`, or a bare port on loopback.
 /// How often [`spawn_census`] walks the maps.
 const CENSUS_EVERY: Duration = Duration::from_secs(15);
 
@@ -514,6 +513,7 @@ pub fn spawn_census(census: MapCensus) -> anyhow::Result<Arc<Mutex<Option<MapEnt
     Ok(cell)
 }
 
+/// `--metrics`: `ADDR:PORT`, or a bare port on loopback.
 pub fn parse_listen(s: &str) -> Result<SocketAddr, String> {
     if let Ok(port) = s.parse::<u16>() {
         return Ok(SocketAddr::from(([127, 0, 0, 1], port)));
